@@ -1,0 +1,248 @@
+//! Body wrappers for the streaming path: a request body held to its route's limit while
+//! it streams, a response body that may not stall longer than the route's timeout, and
+//! helpers for bodies sitegate writes itself. Nothing here buffers: each wrapper passes
+//! frames through as they come and keeps only counters.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use tokio::time::{Instant, Sleep};
+
+/// The error type of every body sitegate moves.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A body of any origin.
+pub type BoxBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A complete body from bytes.
+pub fn full(bytes: impl Into<Bytes>) -> BoxBody {
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// What a request body did on its way through: bytes seen, and whether it passed the
+/// route's limit. Shared between the body (which writes) and the pipeline (which reads
+/// it after the upstream call ends).
+#[derive(Debug, Default)]
+pub struct BodyStats {
+    bytes: AtomicU64,
+    over_limit: AtomicBool,
+}
+
+impl BodyStats {
+    /// Bytes read from the client so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// True once the body passed its limit (and was cut off).
+    pub fn over_limit(&self) -> bool {
+        self.over_limit.load(Ordering::Relaxed)
+    }
+}
+
+/// The request body grew past the route's `max_body`.
+#[derive(Debug, thiserror::Error)]
+#[error("request body is larger than {0} bytes")]
+pub struct TooLarge(pub u64);
+
+/// A request body that fails as soon as it passes `limit` bytes, so a chunked upload
+/// that is too large is cut off while it streams and the upstream request is aborted.
+pub struct Limited<B> {
+    inner: B,
+    limit: u64,
+    stats: Arc<BodyStats>,
+}
+
+impl<B> Limited<B> {
+    /// Wraps `inner`, counting into `stats`.
+    pub fn new(inner: B, limit: u64, stats: Arc<BodyStats>) -> Self {
+        Limited {
+            inner,
+            limit,
+            stats,
+        }
+    }
+}
+
+impl<B> Body for Limited<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let frame = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            None => return Poll::Ready(None),
+            Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+            Some(Ok(frame)) => frame,
+        };
+        if let Some(data) = frame.data_ref() {
+            let total = this
+                .stats
+                .bytes
+                .fetch_add(data.len() as u64, Ordering::Relaxed)
+                + data.len() as u64;
+            if total > this.limit {
+                this.stats.over_limit.store(true, Ordering::Relaxed);
+                return Poll::Ready(Some(Err(Box::new(TooLarge(this.limit)))));
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The upstream let a response body stall longer than the route's timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream response body stalled for more than {0:?}")]
+pub struct Stalled(pub Duration);
+
+/// A response body whose every frame must arrive within `idle` of the previous one,
+/// so an upstream that stops half way cannot hold a client connection forever.
+pub struct IdleTimeout<B> {
+    inner: B,
+    idle: Duration,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl<B> IdleTimeout<B> {
+    /// Wraps `inner`; the clock starts now.
+    pub fn new(inner: B, idle: Duration) -> Self {
+        IdleTimeout {
+            inner,
+            idle,
+            sleep: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+}
+
+impl<B> Body for IdleTimeout<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let deadline = Instant::now() + this.idle;
+                this.sleep.as_mut().reset(deadline);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                ready!(this.sleep.as_mut().poll(cx));
+                Poll::Ready(Some(Err(Box::new(Stalled(this.idle)))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    use http_body_util::BodyExt;
+
+    /// A body that yields the given chunks, one frame each.
+    struct Chunks(VecDeque<&'static [u8]>);
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(
+                self.0
+                    .pop_front()
+                    .map(|c| Ok(Frame::data(Bytes::from_static(c)))),
+            )
+        }
+    }
+
+    fn chunks(parts: Vec<&'static [u8]>) -> Chunks {
+        Chunks(parts.into())
+    }
+
+    #[tokio::test]
+    async fn limited_passes_bodies_up_to_the_limit() {
+        let stats = Arc::new(BodyStats::default());
+        let body = Limited::new(chunks(vec![b"abc", b"def"]), 6, stats.clone());
+        let out = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&out[..], b"abcdef");
+        assert_eq!(stats.bytes(), 6);
+        assert!(!stats.over_limit());
+    }
+
+    #[tokio::test]
+    async fn limited_fails_at_the_chunk_that_passes_the_limit() {
+        let stats = Arc::new(BodyStats::default());
+        let mut body = Limited::new(
+            chunks(vec![b"abc", b"defg", b"never read"]),
+            6,
+            stats.clone(),
+        );
+        assert!(body.frame().await.unwrap().is_ok());
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert!(err.is::<TooLarge>());
+        assert!(stats.over_limit());
+        assert_eq!(stats.bytes(), 7);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_timeout_fires_only_when_the_body_stalls() {
+        let (mut tx, rx) = http_body_util::channel::Channel::<Bytes, BoxError>::new(1);
+        let mut body = IdleTimeout::new(rx, Duration::from_secs(5));
+        tx.send_data(Bytes::from_static(b"x")).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(body.frame().await.unwrap().is_ok());
+        // Four more seconds after the last frame: still within the idle time.
+        let waiter = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            tx.send_data(Bytes::from_static(b"y")).await.unwrap();
+            tx
+        });
+        assert!(body.frame().await.unwrap().is_ok());
+        let _tx = waiter.await.unwrap();
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert!(err.is::<Stalled>());
+    }
+}

@@ -1,0 +1,32 @@
+//! `sitegate check`: load and compile the whole policy, like `nginx -t`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::config;
+
+/// Prints every problem as `file:line:col: message` (exit 1), or a one-line summary.
+pub fn check(main: &Path) -> ExitCode {
+    match config::load(main) {
+        Ok(policy) => {
+            println!(
+                "{}: policy is valid ({} file{}, {} route{}, version {})",
+                main.display(),
+                policy.files.len(),
+                if policy.files.len() == 1 { "" } else { "s" },
+                policy.routes.iter().count(),
+                if policy.routes.iter().count() == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+                policy.version
+            );
+            ExitCode::SUCCESS
+        }
+        Err(diags) => {
+            super::print_diagnostics(main, &diags);
+            ExitCode::FAILURE
+        }
+    }
+}

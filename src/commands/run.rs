@@ -1,0 +1,37 @@
+//! `sitegate run`: serve until SIGTERM/SIGINT, then drain and exit 0.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::state::Overrides;
+use crate::{config, observe, server};
+
+/// Loads the policy (refusing to start on any problem), serves, drains on a signal.
+pub async fn run(main: &Path) -> anyhow::Result<ExitCode> {
+    let policy = match config::load(main) {
+        Ok(p) => p,
+        Err(diags) => {
+            super::print_diagnostics(main, &diags);
+            eprintln!("sitegate: refusing to start with an invalid policy");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let logs = observe::init(&policy.logging)?;
+    let running = server::start(
+        policy,
+        server::Options {
+            config: main.to_path_buf(),
+            overrides: Overrides::default(),
+            set_log_level: Some(logs.level_setter()),
+        },
+    )
+    .await?;
+    super::termination().await;
+    running.shutdown();
+    running.wait().await;
+    tracing::info!(
+        category = observe::Category::Config.as_str(),
+        "sitegate stopped"
+    );
+    Ok(ExitCode::SUCCESS)
+}

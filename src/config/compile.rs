@@ -1,0 +1,382 @@
+//! Raw policy files → checked, immutable `Policy`. Pure: it takes the files' text as
+//! values and touches neither disk nor clock. Every problem is collected, each with its
+//! file, line and column, before the load fails.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use http::Method;
+use sha2::{Digest, Sha256};
+use toml::Spanned;
+
+use super::Source;
+use super::diag::{Diagnostic, Diagnostics};
+use super::raw::{
+    RawFile, RawLimits, RawLogging, RawRoute, RawServer, RawUnmatched, RawUpstream, UnmatchedAction,
+};
+use crate::policy::UNMATCHED;
+use crate::policy::{
+    Limits, LoggingSettings, Policy, Route, RouteTable, ServerSettings, UpstreamSettings,
+};
+
+const DEFAULT_MAX_BODY: u64 = 10 << 20;
+const DEFAULT_MAX_INFLIGHT: usize = 1024;
+
+/// Collects problems against the file they belong to.
+struct Sink<'a> {
+    diags: Vec<Diagnostic>,
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Sink<'_> {
+    fn at<T>(&mut self, spanned: &Spanned<T>, message: impl Into<String>) {
+        self.diags.push(Diagnostic::at(
+            self.file,
+            self.text,
+            Some(spanned.span()),
+            message,
+        ));
+    }
+}
+
+/// Drops the value serde quotes in a type error (`invalid type: string "…", expected
+/// …`): a diagnostic names the place, never the text, which may be a pasted secret.
+fn scrub(message: &str) -> String {
+    for kind in ["invalid type: string \"", "invalid value: string \""] {
+        if let Some(rest) = message.strip_prefix(kind) {
+            let head = &kind[..kind.len() - 2];
+            return match rest.rfind("\", expected") {
+                Some(i) => format!("{head}{}", &rest[i + 1..]),
+                None => head.to_string(),
+            };
+        }
+    }
+    message.to_string()
+}
+
+/// Takes a single section (`[server]`, ...) from one file; a second file defining it is
+/// an error at the second definition.
+fn claim<'s, T>(
+    slot: &mut Option<(T, &'s Source)>,
+    found: Option<Spanned<T>>,
+    name: &str,
+    src: &'s Source,
+    sink: &mut Sink,
+) {
+    let Some(found) = found else { return };
+    if let Some((_, first)) = slot {
+        sink.diags.push(Diagnostic::at(
+            &src.path,
+            &src.text,
+            Some(found.span()),
+            format!("[{name}] is already defined in {}", first.path.display()),
+        ));
+    } else {
+        *slot = Some((found.into_inner(), src));
+    }
+}
+
+/// Compiles the policy from its files, main file first.
+pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
+    let mut diags = Vec::new();
+    let mut parsed: Vec<(&Source, RawFile)> = Vec::new();
+    for src in sources {
+        match toml::from_str::<RawFile>(&src.text) {
+            Ok(raw) => parsed.push((src, raw)),
+            // The message of a toml error never quotes the input; its Display would.
+            Err(e) => diags.push(Diagnostic::at(
+                &src.path,
+                &src.text,
+                e.span(),
+                scrub(e.message()),
+            )),
+        }
+    }
+
+    // Single sections: at most one file may define each.
+    let mut server: Option<(RawServer, &Source)> = None;
+    let mut upstream: Option<(RawUpstream, &Source)> = None;
+    let mut limits: Option<(RawLimits, &Source)> = None;
+    let mut logging: Option<(RawLogging, &Source)> = None;
+    let mut unmatched: Option<(RawUnmatched, &Source)> = None;
+    let mut routes: Vec<(Spanned<RawRoute>, &Source)> = Vec::new();
+
+    for (src, raw) in parsed {
+        let mut sink = Sink {
+            diags: Vec::new(),
+            file: &src.path,
+            text: &src.text,
+        };
+        if !std::ptr::eq(src, &sources[0]) {
+            if let Some(inc) = raw.include.as_ref().and_then(|v| v.first()) {
+                sink.at(inc, "`include` is only allowed in the main policy file");
+            }
+        }
+        claim(&mut server, raw.server, "server", src, &mut sink);
+        claim(&mut upstream, raw.upstream, "upstream", src, &mut sink);
+        claim(&mut limits, raw.limits, "limits", src, &mut sink);
+        claim(&mut logging, raw.logging, "logging", src, &mut sink);
+        claim(&mut unmatched, raw.unmatched, "unmatched", src, &mut sink);
+        routes.extend(raw.route.into_iter().map(|r| (r, src)));
+        diags.extend(sink.diags);
+    }
+    let unmatched = unmatched.map(|(u, _)| u.action).unwrap_or_default();
+    let server = server.map(|(s, _)| s).unwrap_or_default();
+
+    let server = compile_server(server);
+    let upstream = compile_upstream(upstream, &mut diags);
+    let limits = compile_limits(limits, &mut diags);
+    let logging = compile_logging(logging, &mut diags);
+    let table = compile_routes(routes, unmatched, &limits, &upstream, &mut diags);
+
+    if !diags.is_empty() {
+        return Err(Diagnostics(diags));
+    }
+    Ok(Policy {
+        version: version_of(sources),
+        files: sources.iter().map(|s| s.path.clone()).collect(),
+        server,
+        upstream,
+        limits,
+        logging,
+        routes: table,
+    })
+}
+
+fn compile_server(raw: RawServer) -> ServerSettings {
+    ServerSettings {
+        listen: raw.listen.unwrap_or(([127, 0, 0, 1], 8080).into()),
+        admin_listen: raw.admin_listen.unwrap_or(([127, 0, 0, 1], 9901).into()),
+        header_read_timeout: raw
+            .header_read_timeout
+            .map_or(Duration::from_secs(10), |d| d.0),
+        shutdown_grace: raw.shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),
+    }
+}
+
+fn compile_upstream(
+    raw: Option<(RawUpstream, &Source)>,
+    diags: &mut Vec<Diagnostic>,
+) -> UpstreamSettings {
+    let default_authority = http::uri::Authority::from_static("127.0.0.1:5000");
+    let (raw, src) = match raw {
+        Some((raw, src)) => (raw, Some(src)),
+        None => (RawUpstream::default(), None),
+    };
+    let authority = match (&raw.url, src) {
+        (Some(url), Some(src)) => match parse_upstream_url(url.get_ref()) {
+            Ok(a) => a,
+            Err(msg) => {
+                diags.push(Diagnostic::at(&src.path, &src.text, Some(url.span()), msg));
+                default_authority
+            }
+        },
+        _ => default_authority,
+    };
+    UpstreamSettings {
+        authority,
+        connect_timeout: raw.connect_timeout.map_or(Duration::from_secs(2), |d| d.0),
+        timeout: raw.timeout.map_or(Duration::from_secs(60), |d| d.0),
+        pool_idle_timeout: raw
+            .pool_idle_timeout
+            .map_or(Duration::from_secs(90), |d| d.0),
+        pool_max_idle: raw.pool_max_idle.unwrap_or(256),
+    }
+}
+
+/// `http://host:port` with no path, query or credentials.
+fn parse_upstream_url(url: &str) -> Result<http::uri::Authority, String> {
+    let uri: http::Uri = url.parse().map_err(|_| {
+        "upstream.url is not a valid URL; write it like \"http://127.0.0.1:5000\"".to_string()
+    })?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err("upstream.url: https upstreams are not supported; sitegate runs beside the app and speaks plain HTTP to it".into());
+        }
+        _ => return Err("upstream.url must start with http://".into()),
+    }
+    if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+        return Err(
+            "upstream.url must not have a path or query; requests keep their own path".into(),
+        );
+    }
+    let authority = uri.authority().cloned().ok_or("upstream.url has no host")?;
+    if authority.as_str().contains('@') {
+        return Err("upstream.url must not contain credentials".into());
+    }
+    Ok(authority)
+}
+
+fn compile_limits(raw: Option<(RawLimits, &Source)>, diags: &mut Vec<Diagnostic>) -> Limits {
+    let Some((raw, src)) = raw else {
+        return Limits {
+            max_body: DEFAULT_MAX_BODY,
+            max_inflight: DEFAULT_MAX_INFLIGHT,
+        };
+    };
+    let max_inflight = match raw.max_inflight {
+        Some(n) if *n.get_ref() == 0 => {
+            diags.push(Diagnostic::at(
+                &src.path,
+                &src.text,
+                Some(n.span()),
+                "limits.max_inflight must be at least 1",
+            ));
+            DEFAULT_MAX_INFLIGHT
+        }
+        Some(n) => n.into_inner(),
+        None => DEFAULT_MAX_INFLIGHT,
+    };
+    Limits {
+        max_body: raw.max_body.map_or(DEFAULT_MAX_BODY, |s| s.0),
+        max_inflight,
+    }
+}
+
+fn compile_logging(
+    raw: Option<(RawLogging, &Source)>,
+    diags: &mut Vec<Diagnostic>,
+) -> LoggingSettings {
+    let Some((raw, src)) = raw else {
+        return LoggingSettings {
+            format: Default::default(),
+            level: "info".into(),
+        };
+    };
+    let level = match raw.level {
+        Some(level) => {
+            if tracing_subscriber::EnvFilter::try_new(level.get_ref()).is_err() {
+                diags.push(Diagnostic::at(
+                    &src.path,
+                    &src.text,
+                    Some(level.span()),
+                    "logging.level is not a valid filter; use error, warn, info, debug or trace (optionally with per-target overrides like \"info,hyper=warn\")",
+                ));
+            }
+            level.into_inner()
+        }
+        None => "info".into(),
+    };
+    LoggingSettings {
+        format: raw.format.unwrap_or_default(),
+        level,
+    }
+}
+
+const METHODS: [Method; 8] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+    Method::TRACE,
+];
+
+fn compile_routes(
+    raw: Vec<(Spanned<RawRoute>, &Source)>,
+    unmatched: UnmatchedAction,
+    limits: &Limits,
+    upstream: &UpstreamSettings,
+    diags: &mut Vec<Diagnostic>,
+) -> RouteTable {
+    let mut names: HashSet<String> = HashSet::new();
+    let mut routes = Vec::new();
+    for (spanned, src) in raw {
+        let mut sink = Sink {
+            diags: Vec::new(),
+            file: &src.path,
+            text: &src.text,
+        };
+        let r = spanned.into_inner();
+        let name = r.name.get_ref();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            sink.at(
+                &r.name,
+                "route name must be non-empty letters, digits, '-', '_' or '.'",
+            );
+        } else if name == UNMATCHED {
+            sink.at(
+                &r.name,
+                "route name \"unmatched\" is reserved for requests no route matches",
+            );
+        } else if !names.insert(name.clone()) {
+            sink.at(&r.name, format!("route name \"{name}\" is used twice"));
+        }
+
+        let mut router = matchit::Router::new();
+        if !r.path.get_ref().starts_with('/') {
+            sink.at(&r.path, "route path must start with '/'");
+        } else if let Err(e) = router.insert(r.path.get_ref(), ()) {
+            sink.at(&r.path, format!("invalid route path: {e}"));
+        }
+
+        let mut methods = Vec::new();
+        for m in r.methods.iter().flatten() {
+            match METHODS.iter().find(|k| k.as_str() == m.get_ref()) {
+                Some(k) if !methods.contains(k) => methods.push(k.clone()),
+                Some(_) => sink.at(m, "method listed twice"),
+                None => sink.at(m, "unknown method; use GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS or TRACE (upper case)"),
+            }
+        }
+
+        let mut content_types = Vec::new();
+        for ct in r.content_types.iter().flatten() {
+            let essence = ct.get_ref().trim().to_ascii_lowercase();
+            let valid = essence.split_once('/').is_some_and(|(a, b)| {
+                !a.is_empty() && !b.is_empty() && !essence.contains([';', ' ', ','])
+            });
+            if valid {
+                content_types.push(essence);
+            } else {
+                sink.at(
+                    ct,
+                    "content type must look like \"application/json\" (no parameters)",
+                );
+            }
+        }
+
+        routes.push(Route::new(
+            name,
+            Some(router),
+            methods,
+            r.max_body.map_or(limits.max_body, |s| s.0),
+            content_types,
+            r.timeout.map_or(upstream.timeout, |d| d.0),
+        ));
+        diags.extend(sink.diags);
+    }
+    let unmatched = (unmatched == UnmatchedAction::Pass).then(|| {
+        Route::new(
+            UNMATCHED,
+            None,
+            Vec::new(),
+            limits.max_body,
+            Vec::new(),
+            upstream.timeout,
+        )
+    });
+    RouteTable::new(routes, unmatched)
+}
+
+/// A content hash over every file's path and text: the same files give the same
+/// version, whatever their timestamps.
+pub fn version_of(sources: &[Source]) -> String {
+    let mut h = Sha256::new();
+    for s in sources {
+        h.update(s.path.to_string_lossy().as_bytes());
+        h.update([0]);
+        h.update((s.text.len() as u64).to_le_bytes());
+        h.update(s.text.as_bytes());
+    }
+    let digest = h.finalize();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}

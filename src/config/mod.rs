@@ -1,0 +1,104 @@
+//! Policy files → `Policy`. `read_sources` is the only part that touches the disk (the
+//! main file, then its includes); `compile` is pure and collects every problem as a
+//! `file:line:col: message` diagnostic.
+
+mod compile;
+pub mod diag;
+pub mod raw;
+pub mod units;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use compile::{compile, version_of};
+pub use diag::{Diagnostic, Diagnostics};
+
+use crate::policy::Policy;
+
+/// The largest policy file sitegate reads: a policy is a few kilobytes; anything near
+/// this is a mistake (a log file named by accident), not a policy.
+pub const MAX_POLICY_FILE: u64 = 4 << 20;
+
+/// One policy file's path and text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// The path as resolved from the main file.
+    pub path: PathBuf,
+    /// The file's text.
+    pub text: String,
+}
+
+/// Reads and compiles the policy rooted at `main`.
+pub fn load(main: &Path) -> Result<Policy, Diagnostics> {
+    compile(&read_sources(main)?)
+}
+
+/// Only the `include` list of the main file; everything else is ignored here and
+/// checked by `compile`.
+#[derive(Deserialize)]
+struct Includes {
+    include: Option<Vec<Spanned<String>>>,
+}
+
+/// Reads the main file and every file it includes, in order. The set of files is what
+/// the reloader watches and hashes.
+pub fn read_sources(main: &Path) -> Result<Vec<Source>, Diagnostics> {
+    let text = read_policy_file(main).map_err(|d| Diagnostics(vec![d]))?;
+    let mut sources = vec![Source {
+        path: main.to_path_buf(),
+        text,
+    }];
+    // A main file that does not parse is reported by `compile` with its position.
+    let Ok(includes) = toml::from_str::<Includes>(&sources[0].text) else {
+        return Ok(sources);
+    };
+    let base = main.parent().unwrap_or(Path::new(""));
+    let mut diags = Vec::new();
+    for inc in includes.include.into_iter().flatten() {
+        let path = base.join(inc.get_ref());
+        let at = |msg: String| Diagnostic::at(main, &sources[0].text, Some(inc.span()), msg);
+        if sources.iter().any(|s| s.path == path) {
+            diags.push(at(format!("{} is included twice", path.display())));
+            continue;
+        }
+        match read_policy_file(&path) {
+            Ok(text) => sources.push(Source { path, text }),
+            Err(d) => diags.push(at(d.message)),
+        }
+    }
+    if diags.is_empty() {
+        Ok(sources)
+    } else {
+        Err(Diagnostics(diags))
+    }
+}
+
+/// Reads one policy file, bounded in size, as UTF-8.
+pub fn read_policy_file(path: &Path) -> Result<String, Diagnostic> {
+    use std::io::Read;
+    let fail = |what: String| Diagnostic::file(path, what);
+    let file = std::fs::File::open(path)
+        .map_err(|e| fail(format!("cannot open {}: {e}", path.display())))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_POLICY_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+    if bytes.len() as u64 > MAX_POLICY_FILE {
+        return Err(fail(format!(
+            "{} is larger than 4 MiB; it is not a policy file",
+            path.display()
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        fail(format!(
+            "{} is not UTF-8 (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,110 @@
+//! The policy files as written: serde structs that mirror the TOML one to one and
+//! refuse unknown keys. Nothing here is checked beyond its type; `compile` does that.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::units::{Dur, Size};
+
+/// One policy file. The main file and every included file share this shape; a section
+/// other than `[[route]]` may appear in one file only.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    /// Files to read with this one, relative to it (main file only).
+    pub include: Option<Vec<Spanned<String>>>,
+    /// `[server]`
+    pub server: Option<Spanned<RawServer>>,
+    /// `[upstream]`
+    pub upstream: Option<Spanned<RawUpstream>>,
+    /// `[limits]`
+    pub limits: Option<Spanned<RawLimits>>,
+    /// `[logging]`
+    pub logging: Option<Spanned<RawLogging>>,
+    /// `[[route]]`, in order.
+    #[serde(default)]
+    pub route: Vec<Spanned<RawRoute>>,
+    /// `[unmatched]`
+    pub unmatched: Option<Spanned<RawUnmatched>>,
+}
+
+/// `[server]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+    pub header_read_timeout: Option<Dur>,
+    pub shutdown_grace: Option<Dur>,
+}
+
+/// `[upstream]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub url: Option<Spanned<String>>,
+    pub connect_timeout: Option<Dur>,
+    pub timeout: Option<Dur>,
+    pub pool_idle_timeout: Option<Dur>,
+    pub pool_max_idle: Option<usize>,
+}
+
+/// `[limits]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_body: Option<Size>,
+    pub max_inflight: Option<Spanned<usize>>,
+}
+
+/// `[logging]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogging {
+    pub format: Option<LogFormat>,
+    pub level: Option<Spanned<String>>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object a line (the default: for collectors).
+    #[default]
+    Json,
+    /// Human-readable lines (for a terminal).
+    Pretty,
+}
+
+/// `[[route]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Spanned<String>,
+    pub path: Spanned<String>,
+    pub methods: Option<Vec<Spanned<String>>>,
+    pub max_body: Option<Size>,
+    pub content_types: Option<Vec<Spanned<String>>>,
+    pub timeout: Option<Dur>,
+}
+
+/// `[unmatched]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUnmatched {
+    #[serde(default)]
+    pub action: UnmatchedAction,
+}
+
+/// What happens to a request no route matches.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnmatchedAction {
+    /// Forward it under the global limits.
+    #[default]
+    Pass,
+    /// Answer 404 `NOT_FOUND`.
+    Deny,
+}

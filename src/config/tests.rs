@@ -1,0 +1,220 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::Method;
+
+use super::*;
+
+fn src(path: &str, text: &str) -> Source {
+    Source {
+        path: PathBuf::from(path),
+        text: text.to_string(),
+    }
+}
+
+fn compile_one(text: &str) -> Result<Policy, Diagnostics> {
+    compile(&[src("main.toml", text)])
+}
+
+fn errors(text: &str) -> Vec<String> {
+    compile_one(text)
+        .unwrap_err()
+        .0
+        .iter()
+        .map(|d| d.to_string())
+        .collect()
+}
+
+#[test]
+fn empty_policy_gets_the_documented_defaults() {
+    let p = compile_one("").unwrap();
+    assert_eq!(p.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(p.server.admin_listen.to_string(), "127.0.0.1:9901");
+    assert_eq!(p.server.shutdown_grace, Duration::from_secs(30));
+    assert_eq!(p.upstream.authority.as_str(), "127.0.0.1:5000");
+    assert_eq!(p.limits.max_body, 10 << 20);
+    // Unmatched requests pass by default.
+    assert_eq!(
+        &*p.routes.find(&Method::GET, "/x").unwrap().name,
+        "unmatched"
+    );
+}
+
+#[test]
+fn routes_match_in_order_by_method_and_path() {
+    let p = compile_one(
+        r#"
+[[route]]
+name = "predict"
+path = "/models/{name}/{version}/predict"
+methods = ["POST"]
+max_body = "1 KiB"
+timeout = "3s"
+
+[[route]]
+name = "models"
+path = "/models/{*rest}"
+
+[unmatched]
+action = "deny"
+"#,
+    )
+    .unwrap();
+    let r = p
+        .routes
+        .find(&Method::POST, "/models/delay/2.1.0/predict")
+        .unwrap();
+    assert_eq!(&*r.name, "predict");
+    assert_eq!(r.max_body, 1024);
+    assert_eq!(r.timeout, Duration::from_secs(3));
+    // Wrong method falls through to the next route that matches.
+    let r = p
+        .routes
+        .find(&Method::GET, "/models/delay/2.1.0/predict")
+        .unwrap();
+    assert_eq!(&*r.name, "models");
+    assert_eq!(r.max_body, 10 << 20);
+    assert!(p.routes.find(&Method::GET, "/other").is_none());
+}
+
+#[test]
+fn unknown_keys_are_errors_with_position() {
+    let e = errors("[server]\nlisten = \"127.0.0.1:1\"\nlistne = \"x\"\n");
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("main.toml:3:1: unknown field `listne`"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn bad_values_are_reported_at_the_value() {
+    let e = errors("[limits]\nmax_body = \"lots\"\n");
+    assert!(e[0].starts_with("main.toml:2:12: invalid size"), "{e:?}");
+    let e = errors("[upstream]\nurl = \"https://app:5000\"\n");
+    assert!(
+        e[0].starts_with("main.toml:2:7: upstream.url: https"),
+        "{e:?}"
+    );
+    let e = errors("[server]\nlisten = \"localhost\"\n");
+    assert!(e[0].starts_with("main.toml:2:10:"), "{e:?}");
+    let e = errors("[logging]\nlevel = \"loud[\"\n");
+    assert!(e[0].contains("logging.level"), "{e:?}");
+}
+
+#[test]
+fn every_route_problem_is_collected() {
+    let e = errors(
+        r#"
+[[route]]
+name = "a"
+path = "no-slash"
+methods = ["POTS"]
+
+[[route]]
+name = "a"
+path = "/x/{y"
+content_types = ["json"]
+"#,
+    );
+    assert_eq!(e.len(), 5, "{e:?}");
+    assert!(
+        e[0].contains(":4:8: route path must start with '/'"),
+        "{e:?}"
+    );
+    assert!(e[1].contains(":5:12: unknown method"), "{e:?}");
+    assert!(
+        e[2].contains(":8:8: route name \"a\" is used twice"),
+        "{e:?}"
+    );
+    assert!(e[3].contains(":9:8: invalid route path"), "{e:?}");
+    assert!(e[4].contains(":10:18: content type"), "{e:?}");
+}
+
+#[test]
+fn sections_merge_across_files_but_are_defined_once() {
+    let main = src(
+        "main.toml",
+        "include = [\"routes.toml\"]\n[server]\nlisten = \"127.0.0.1:1\"\n",
+    );
+    let routes = src("routes.toml", "[[route]]\nname = \"r\"\npath = \"/r\"\n");
+    let p = compile(&[main.clone(), routes]).unwrap();
+    assert_eq!(&*p.routes.find(&Method::GET, "/r").unwrap().name, "r");
+    assert_eq!(p.files.len(), 2);
+
+    let dup = src("routes.toml", "[server]\nlisten = \"127.0.0.1:2\"\n");
+    let e = compile(&[main, dup]).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "routes.toml:1:1: [server] is already defined in main.toml"
+    );
+}
+
+#[test]
+fn diagnostics_never_quote_the_file() {
+    // A pasted credential in a broken file must not be echoed back by `check`.
+    let e = errors("[upstream]\nurl = \"http://user:AKIAIOSFODNN7EXAMPLE@app:5000\"\n");
+    let joined = e.join("\n");
+    assert!(!joined.contains("AKIAIOSFODNN7EXAMPLE"), "{joined}");
+    let e = errors("password = \"AKIAIOSFODNN7EXAMPLE\" oops");
+    assert!(!e.join("\n").contains("AKIAIOSFODNN7EXAMPLE"), "{e:?}");
+}
+
+#[test]
+fn version_depends_on_content_only() {
+    let a = compile_one("[limits]\nmax_body = 5\n").unwrap();
+    let b = compile_one("[limits]\nmax_body = 5\n").unwrap();
+    let c = compile_one("[limits]\nmax_body = 6\n").unwrap();
+    assert_eq!(a.version, b.version);
+    assert_ne!(a.version, c.version);
+    assert_eq!(a.version.len(), 16);
+}
+
+#[test]
+fn includes_are_read_relative_to_the_main_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.toml"),
+        "include = [\"r.toml\", \"missing.toml\"]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("r.toml"), "").unwrap();
+    let e = read_sources(&dir.path().join("main.toml")).unwrap_err();
+    assert_eq!(e.0.len(), 1);
+    let line = e.0[0].to_string();
+    assert!(line.contains("main.toml:1:22: cannot open"), "{line}");
+
+    std::fs::write(dir.path().join("main.toml"), "include = [\"r.toml\"]\n").unwrap();
+    let s = read_sources(&dir.path().join("main.toml")).unwrap();
+    assert_eq!(s.len(), 2);
+    assert_eq!(s[1].path, dir.path().join("r.toml"));
+}
+
+#[test]
+fn oversized_and_non_utf8_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bin.toml");
+    std::fs::write(&p, [0xff, 0xfe, b'a']).unwrap();
+    assert!(
+        read_policy_file(&p)
+            .unwrap_err()
+            .message
+            .contains("not UTF-8")
+    );
+    std::fs::write(&p, vec![b'#'; (MAX_POLICY_FILE + 1) as usize]).unwrap();
+    assert!(
+        read_policy_file(&p)
+            .unwrap_err()
+            .message
+            .contains("larger than 4 MiB")
+    );
+}
+
+#[test]
+fn type_errors_do_not_echo_the_value() {
+    let e = errors("[limits]\nmax_inflight = \"AKIAIOSFODNN7EXAMPLE\"\n");
+    assert_eq!(
+        e,
+        vec!["main.toml:2:16: invalid type: string, expected usize".to_string()]
+    );
+}

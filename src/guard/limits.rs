@@ -1,0 +1,119 @@
+//! Checks on the request head before any body byte is read: declared size and
+//! content type. A body that lies about its size is cut off while it streams
+//! (`body::Limited`).
+
+use http::HeaderMap;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+
+use crate::error::{ErrorCode, Rejection};
+use crate::policy::Route;
+
+/// Refuses a request whose declared length is over the route's `max_body`, or whose
+/// body has a content type the route does not accept.
+pub fn check_head(route: &Route, headers: &HeaderMap) -> Result<(), Rejection> {
+    let length = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = length
+        && len > route.max_body
+    {
+        return Err(Rejection::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "request body is {len} bytes; this route accepts at most {}",
+                route.max_body
+            ),
+        ));
+    }
+    let has_body = length.is_some_and(|l| l > 0) || headers.contains_key(TRANSFER_ENCODING);
+    if has_body && !route.content_types.is_empty() {
+        let essence = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            });
+        let accepted = essence
+            .as_deref()
+            .is_some_and(|e| route.content_types.iter().any(|ct| ct == e));
+        if !accepted {
+            let what = match essence {
+                Some(_) => "this content type is not accepted",
+                None => "a request body needs a Content-Type",
+            };
+            return Err(Rejection::new(
+                ErrorCode::UnsupportedMediaType,
+                format!(
+                    "{what}; this route accepts {}",
+                    route.content_types.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Source, compile};
+    use http::Method;
+
+    fn route(extra: &str) -> crate::policy::Policy {
+        let text = format!("[[route]]\nname = \"r\"\npath = \"/r\"\n{extra}\n");
+        compile(&[Source {
+            path: "m.toml".into(),
+            text,
+        }])
+        .unwrap()
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    http::HeaderName::from_static(k),
+                    http::HeaderValue::from_static(v),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn declared_length_over_the_limit_is_413() {
+        let p = route("max_body = 10");
+        let r = p.routes.find(&Method::POST, "/r").unwrap();
+        assert!(check_head(r, &headers(&[("content-length", "10")])).is_ok());
+        let e = check_head(r, &headers(&[("content-length", "11")])).unwrap_err();
+        assert_eq!(e.code, ErrorCode::PayloadTooLarge);
+        assert!(e.message.contains("at most 10"));
+    }
+
+    #[test]
+    fn content_type_is_checked_only_when_there_is_a_body() {
+        let p = route("content_types = [\"application/json\"]");
+        let r = p.routes.find(&Method::POST, "/r").unwrap();
+        assert!(check_head(r, &headers(&[])).is_ok());
+        assert!(check_head(r, &headers(&[("content-length", "0")])).is_ok());
+        let ok = headers(&[
+            ("content-length", "2"),
+            ("content-type", "Application/JSON; charset=utf-8"),
+        ]);
+        assert!(check_head(r, &ok).is_ok());
+        let wrong = headers(&[("content-length", "2"), ("content-type", "text/plain")]);
+        assert_eq!(
+            check_head(r, &wrong).unwrap_err().code,
+            ErrorCode::UnsupportedMediaType
+        );
+        let missing = headers(&[("transfer-encoding", "chunked")]);
+        let e = check_head(r, &missing).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnsupportedMediaType);
+        assert!(e.message.contains("needs a Content-Type"));
+    }
+}

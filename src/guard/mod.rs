@@ -1,0 +1,4 @@
+//! Request guards: plain functions of (policy, request facts) that allow or refuse.
+//! No I/O, no clock: each is testable with a `#[test]`.
+
+pub mod limits;

@@ -1,0 +1,123 @@
+//! The headers sitegate reads and writes on the wire (DESIGN §4): their names, the
+//! request-id rule, and hop-by-hop stripping. Pure: headers in, headers out.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// The request id, kept from the client or generated.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Set on a fallback response: the failure reason.
+pub const FALLBACK: HeaderName = HeaderName::from_static("x-sitegate-fallback");
+/// Client address chain sent upstream.
+pub const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// Scheme the client used.
+pub const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// Host the client asked for.
+pub const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Returns the client's request id when it is 1–128 characters of `[A-Za-z0-9._-]`.
+pub fn valid_request_id(value: &HeaderValue) -> Option<&str> {
+    let bytes = value.as_bytes();
+    let ok = !bytes.is_empty()
+        && bytes.len() <= 128
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    // All bytes are ASCII when `ok`, so to_str cannot fail.
+    if ok { value.to_str().ok() } else { None }
+}
+
+/// A new request id: `req_` and 12 lowercase hex digits (48 random bits).
+pub fn new_request_id(random: u64) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(16);
+    out.push_str("req_");
+    for i in (0..12).rev() {
+        out.push(HEX[((random >> (i * 4)) & 0xf) as usize] as char);
+    }
+    out
+}
+
+/// The headers that describe one connection, not the message: never forwarded.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("proxy-connection"),
+];
+
+/// Removes hop-by-hop headers: the fixed list, every `Proxy-*` header, and every header
+/// that `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Names listed in Connection are collected first: removing Connection loses them.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    let proxy: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_id_rule() {
+        let ok = HeaderValue::from_static("abc-1.2_X");
+        assert_eq!(valid_request_id(&ok), Some("abc-1.2_X"));
+        for bad in ["", "has space", "semi;colon", "ünï"] {
+            let v = HeaderValue::from_bytes(bad.as_bytes()).unwrap();
+            assert_eq!(valid_request_id(&v), None, "{bad:?}");
+        }
+        let long = HeaderValue::from_str(&"a".repeat(129)).unwrap();
+        assert_eq!(valid_request_id(&long), None);
+        let max = HeaderValue::from_str(&"a".repeat(128)).unwrap();
+        assert!(valid_request_id(&max).is_some());
+    }
+
+    #[test]
+    fn generated_ids_have_the_designed_shape() {
+        let id = new_request_id(0x0123_4567_89ab_cdef);
+        assert_eq!(id, "req_456789abcdef");
+        let id = new_request_id(0);
+        assert_eq!(id, "req_000000000000");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_and_end_to_end_kept() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, x-private"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert(
+            "proxy-authorization",
+            HeaderValue::from_static("Basic eA=="),
+        );
+        h.insert("proxy-foo", HeaderValue::from_static("1"));
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        h.insert("x-api-key", HeaderValue::from_static("k"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(h.contains_key("content-type"));
+        assert!(h.contains_key("x-api-key"));
+    }
+}

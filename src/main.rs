@@ -1,0 +1,67 @@
+//! The `sitegate` binary: parses arguments and runs a command.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "sitegate",
+    version,
+    about = "A guardrail sidecar proxy for JSON HTTP APIs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The main policy file.
+    #[arg(long, env = "SITEGATE_CONFIG", default_value = "config/sitegate.toml")]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve until SIGTERM or SIGINT, then drain and exit.
+    Run(ConfigArg),
+    /// Load and compile every policy file; print each problem as file:line:col: message.
+    Check(ConfigArg),
+    /// The proxy on 127.0.0.1:8080 in front of an embedded stand-in app.
+    Demo(ConfigArg),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Check(args) = &cli.command {
+        return sitegate::commands::check::check(&args.config);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sitegate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => sitegate::commands::run::run(&args.config).await,
+            Command::Demo(args) => sitegate::commands::demo::demo(&args.config).await,
+            Command::Check(_) => unreachable!("handled above"),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sitegate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Every Prometheus metric sitegate exports, named once here (DESIGN §7), encoded by
+//! `prometheus-client` in the Prometheus text format.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of one finished request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Route name (`unmatched` for the rest).
+    pub route: String,
+    /// Request method (`OTHER` for non-standard ones, to bound cardinality).
+    pub method: &'static str,
+    /// Status class: `2xx`, `4xx`, ...
+    pub status: &'static str,
+}
+
+/// Labels of a request duration sample.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    /// Route name.
+    pub route: String,
+}
+
+/// Labels of a request sitegate refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectionLabels {
+    /// Route name.
+    pub route: String,
+    /// DESIGN §5 error code.
+    pub code: &'static str,
+}
+
+/// Labels of an upstream failure.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamFailureLabels {
+    /// Route name.
+    pub route: String,
+    /// Failure reason (`connect`, `timeout`, ...).
+    pub reason: &'static str,
+}
+
+/// Labels of a reload attempt.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `ok`, `error` or `unchanged`.
+    pub result: &'static str,
+}
+
+/// The process's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// `sitegate_requests_total{route,method,status}`
+    pub requests: Family<RequestLabels, Counter>,
+    /// `sitegate_request_duration_seconds{route}`
+    pub request_duration: Family<RouteLabel, Histogram>,
+    /// `sitegate_upstream_duration_seconds{route}`: until response headers.
+    pub upstream_duration: Family<RouteLabel, Histogram>,
+    /// `sitegate_rejections_total{route,code}`
+    pub rejections: Family<RejectionLabels, Counter>,
+    /// `sitegate_upstream_failures_total{route,reason}`
+    pub upstream_failures: Family<UpstreamFailureLabels, Counter>,
+    /// `sitegate_config_reloads_total{result}`
+    pub reloads: Family<ReloadLabels, Counter>,
+    /// `sitegate_inflight_requests`
+    pub inflight: Gauge,
+    /// `sitegate_request_bytes_total`
+    pub bytes_in: Counter,
+    /// `sitegate_response_bytes_total`
+    pub bytes_out: Counter,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs … ~105 s: sidecar overhead at the bottom, slow model calls at the top.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 21))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("sitegate");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by route, method and status class",
+            requests.clone(),
+        );
+        let request_duration = Family::<RouteLabel, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request head to the end of the response body",
+            request_duration.clone(),
+        );
+        let upstream_duration = Family::<RouteLabel, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time from sending a request upstream to its response headers",
+            upstream_duration.clone(),
+        );
+        let rejections = Family::<RejectionLabels, Counter>::default();
+        registry.register(
+            "rejections",
+            "Requests answered with a sitegate error, by code",
+            rejections.clone(),
+        );
+        let upstream_failures = Family::<UpstreamFailureLabels, Counter>::default();
+        registry.register(
+            "upstream_failures",
+            "Upstream calls that failed, by reason",
+            upstream_failures.clone(),
+        );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Policy reload attempts, by result",
+            reloads.clone(),
+        );
+        let inflight = Gauge::default();
+        registry.register(
+            "inflight_requests",
+            "Requests being handled now",
+            inflight.clone(),
+        );
+        let bytes_in = Counter::default();
+        registry.register(
+            "request_bytes",
+            "Request body bytes read from clients",
+            bytes_in.clone(),
+        );
+        let bytes_out = Counter::default();
+        registry.register(
+            "response_bytes",
+            "Response body bytes sent to clients",
+            bytes_out.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_duration,
+            rejections,
+            upstream_failures,
+            reloads,
+            inflight,
+            bytes_in,
+            bytes_out,
+        }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The status class label of a status code.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// The method label: standard methods by name, anything else as `OTHER`.
+pub fn method_label(method: &http::Method) -> &'static str {
+    use http::Method as M;
+    match *method {
+        M::GET => "GET",
+        M::HEAD => "HEAD",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::PATCH => "PATCH",
+        M::DELETE => "DELETE",
+        M::OPTIONS => "OPTIONS",
+        M::TRACE => "TRACE",
+        M::CONNECT => "CONNECT",
+        _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_the_designed_names() {
+        let m = Metrics::default();
+        m.requests
+            .get_or_create(&RequestLabels {
+                route: "r".into(),
+                method: "GET",
+                status: "2xx",
+            })
+            .inc();
+        m.request_duration
+            .get_or_create(&RouteLabel { route: "r".into() })
+            .observe(0.01);
+        m.reloads
+            .get_or_create(&ReloadLabels { result: "error" })
+            .inc();
+        m.inflight.set(3);
+        let text = m.encode();
+        for needle in [
+            "sitegate_requests_total{route=\"r\",method=\"GET\",status=\"2xx\"} 1",
+            "sitegate_request_duration_seconds_bucket{route=\"r\",le=\"0.0128\"} 1",
+            "sitegate_config_reloads_total{result=\"error\"} 1",
+            "sitegate_inflight_requests 3",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn labels_stay_bounded() {
+        assert_eq!(
+            method_label(&http::Method::from_bytes(b"BREW").unwrap()),
+            "OTHER"
+        );
+        assert_eq!(status_class(204), "2xx");
+        assert_eq!(status_class(599), "5xx");
+    }
+}

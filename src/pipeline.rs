@@ -1,0 +1,339 @@
+//! One request's way through sitegate (DESIGN §3), as named phases in order:
+//!
+//! ```text
+//! admit (inflight) ─ route ─ limits (head) ─ forward (streamed, bounded, timed)
+//!    ├─ ok: response, hop-by-hop stripped, request id added, body idle-timed ─┐
+//!    └─ failure: the one error renderer ──────────────────────────────────────┤
+//!                                  log (access line + metrics, when the body ends) ─┘
+//! ```
+//!
+//! Each request takes one policy snapshot and keeps it to the end, so a reload never
+//! changes a request half way. `handle` never fails: every outcome is a response.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{HOST, HeaderValue};
+use http::{Method, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::body::{self, BodyStats, BoxBody, BoxError, IdleTimeout, Limited};
+use crate::error::{ErrorCode, Failure, Rejection, UpstreamFailure, render};
+use crate::guard::limits::check_head;
+use crate::headers::{self, REQUEST_ID};
+use crate::observe::Category;
+use crate::observe::metrics::{
+    RejectionLabels, RequestLabels, RouteLabel, UpstreamFailureLabels, method_label, status_class,
+};
+use crate::policy::Policy;
+use crate::state::Shared;
+
+/// Handles one client request end to end.
+pub async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Observed> {
+    let policy = shared.policy.load_full();
+    let request_id = match req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(headers::valid_request_id)
+    {
+        Some(id) => id.to_string(),
+        None => headers::new_request_id(fastrand::u64(..)),
+    };
+    let mut ctx = Ctx::new(shared, request_id, &req);
+    let result = match admit(&ctx, &policy) {
+        Ok(()) => proxy(&mut ctx, &policy, req, peer).await,
+        Err(r) => Err(r.into()),
+    };
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(failure) => ctx.fail(&failure),
+    };
+    ctx.status = resp.status().as_u16();
+    resp.map(|inner| Observed { inner, ctx })
+}
+
+/// admit: the global cap on concurrent requests.
+fn admit(ctx: &Ctx, policy: &Policy) -> Result<(), Rejection> {
+    if ctx.inflight_at_start > policy.limits.max_inflight {
+        return Err(Rejection::new(
+            ErrorCode::ResourceExhausted,
+            "sitegate is handling as many requests as it may; retry shortly",
+        )
+        .with_retry_after(1));
+    }
+    Ok(())
+}
+
+async fn proxy(
+    ctx: &mut Ctx,
+    policy: &Policy,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<BoxBody>, Failure> {
+    // route
+    let Some(route) = policy.routes.find(req.method(), req.uri().path()) else {
+        return Err(
+            Rejection::new(ErrorCode::NotFound, "no route serves this method and path").into(),
+        );
+    };
+    ctx.route = route.name.clone();
+    // limits
+    check_head(route, req.headers())?;
+
+    // forward
+    let (mut parts, incoming) = req.into_parts();
+    prepare_request_headers(&mut parts, &ctx.request_id, peer);
+    let stats = Arc::new(BodyStats::default());
+    ctx.body_in = Some(stats.clone());
+    let body = Limited::new(incoming, route.max_body, stats.clone()).boxed_unsync();
+    let upstream = ctx.shared.upstream.load_full();
+    let sent = Instant::now();
+    let result = upstream
+        .send(Request::from_parts(parts, body), route.timeout)
+        .await;
+    let upstream_time = sent.elapsed();
+    ctx.upstream_ms = Some(upstream_time.as_secs_f64() * 1000.0);
+    let resp = match result {
+        Ok(resp) => resp,
+        // The upstream call failed because the body passed the limit while streaming.
+        Err(_) if stats.over_limit() => {
+            return Err(Rejection::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "request body is larger than this route's limit of {} bytes",
+                    route.max_body
+                ),
+            )
+            .into());
+        }
+        Err(failure) => {
+            ctx.failure = Some(failure);
+            return Err(Failure::Upstream(failure));
+        }
+    };
+    ctx.shared
+        .metrics
+        .upstream_duration
+        .get_or_create(&RouteLabel {
+            route: route.name.to_string(),
+        })
+        .observe(upstream_time.as_secs_f64());
+    ctx.upstream_status = Some(resp.status().as_u16());
+
+    // response
+    let (mut parts, incoming) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
+        parts.headers.insert(REQUEST_ID, id);
+    }
+    let body = IdleTimeout::new(incoming, route.timeout).boxed_unsync();
+    Ok(Response::from_parts(parts, body))
+}
+
+/// Rewrites the request head for the upstream (DESIGN §4).
+fn prepare_request_headers(parts: &mut http::request::Parts, request_id: &str, peer: SocketAddr) {
+    let h = &mut parts.headers;
+    headers::strip_hop_by_hop(h);
+    // sitegate already answered any `Expect: 100-continue` by reading the body.
+    h.remove(http::header::EXPECT);
+    // An HTTP/2 request carries its host in the URI; the app expects a Host header.
+    if !h.contains_key(HOST)
+        && let Some(v) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        h.insert(HOST, v);
+    }
+    if let Some(host) = h.get(HOST).cloned() {
+        h.insert(headers::FORWARDED_HOST, host);
+    }
+    let ip = peer.ip().to_string();
+    let xff = match h.get(headers::FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert(headers::FORWARDED_FOR, v);
+    }
+    h.insert(headers::FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert(REQUEST_ID, v);
+    }
+}
+
+/// The per-request context: what the access line and the metrics report. It is moved
+/// into the response body and reports when that body ends or is dropped, so the
+/// duration and byte counts cover the whole response.
+pub(crate) struct Ctx {
+    shared: Arc<Shared>,
+    request_id: String,
+    method: Method,
+    path: String,
+    route: Arc<str>,
+    start: Instant,
+    inflight_at_start: usize,
+    status: u16,
+    error_code: Option<ErrorCode>,
+    failure: Option<UpstreamFailure>,
+    upstream_status: Option<u16>,
+    upstream_ms: Option<f64>,
+    body_in: Option<Arc<BodyStats>>,
+    bytes_out: u64,
+    stream_error: bool,
+}
+
+impl Ctx {
+    fn new(shared: Arc<Shared>, request_id: String, req: &Request<Incoming>) -> Self {
+        let inflight_at_start = shared.inflight.fetch_add(1, Ordering::Relaxed) + 1;
+        shared.metrics.inflight.inc();
+        Ctx {
+            shared,
+            request_id,
+            method: req.method().clone(),
+            // The query string is left out: it may carry credentials.
+            path: req.uri().path().to_string(),
+            route: Arc::from(crate::policy::UNMATCHED),
+            start: Instant::now(),
+            inflight_at_start,
+            status: 0,
+            error_code: None,
+            failure: None,
+            upstream_status: None,
+            upstream_ms: None,
+            body_in: None,
+            bytes_out: 0,
+            stream_error: false,
+        }
+    }
+
+    /// Renders a failure, and counts it.
+    fn fail(&mut self, failure: &Failure) -> Response<BoxBody> {
+        let code = failure.code();
+        self.error_code = Some(code);
+        let m = &self.shared.metrics;
+        m.rejections
+            .get_or_create(&RejectionLabels {
+                route: self.route.to_string(),
+                code: code.as_str(),
+            })
+            .inc();
+        if let Failure::Upstream(f) = failure {
+            m.upstream_failures
+                .get_or_create(&UpstreamFailureLabels {
+                    route: self.route.to_string(),
+                    reason: f.as_str(),
+                })
+                .inc();
+            tracing::warn!(
+                category = Category::SystemError.as_str(),
+                request_id = %self.request_id,
+                route = %self.route,
+                reason = f.as_str(),
+                "upstream request failed"
+            );
+        }
+        render(failure, &self.request_id).map(body::full)
+    }
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        let elapsed = self.start.elapsed();
+        let bytes_in = self.body_in.as_ref().map_or(0, |s| s.bytes());
+        let m = &self.shared.metrics;
+        self.shared.inflight.fetch_sub(1, Ordering::Relaxed);
+        m.inflight.dec();
+        m.bytes_in.inc_by(bytes_in);
+        m.bytes_out.inc_by(self.bytes_out);
+        m.requests
+            .get_or_create(&RequestLabels {
+                route: self.route.to_string(),
+                method: method_label(&self.method),
+                status: status_class(self.status),
+            })
+            .inc();
+        m.request_duration
+            .get_or_create(&RouteLabel {
+                route: self.route.to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
+        tracing::info!(
+            target: "sitegate::access",
+            category = Category::Access.as_str(),
+            request_id = %self.request_id,
+            route = %self.route,
+            method = %self.method,
+            path = %self.path,
+            status = self.status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            bytes_in,
+            bytes_out = self.bytes_out,
+            upstream_status = self.upstream_status,
+            upstream_ms = self.upstream_ms,
+            error_code = self.error_code.map(ErrorCode::as_str),
+            upstream_failure = self.failure.map(UpstreamFailure::as_str),
+            incomplete = self.stream_error,
+            "request"
+        );
+    }
+}
+
+/// The response body as sent to the client: counts bytes and carries the request's
+/// context until the body is done.
+pub struct Observed {
+    inner: BoxBody,
+    ctx: Ctx,
+}
+
+impl Body for Observed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.ctx.bytes_out += data.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                // The status line is gone already: the response can only be cut short.
+                this.ctx.stream_error = true;
+                tracing::warn!(
+                    category = Category::SystemError.as_str(),
+                    request_id = %this.ctx.request_id,
+                    route = %this.ctx.route,
+                    error = %e,
+                    "response body failed mid-stream; the client sees a truncated response"
+                );
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

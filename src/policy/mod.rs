@@ -1,0 +1,110 @@
+//! The compiled, immutable policy: what every request is checked against. Built only by
+//! `config::compile`, shared through an `ArcSwap`, never changed in place: a reload
+//! builds a new one.
+
+mod route;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use route::{Route, RouteTable, UNMATCHED};
+
+pub use crate::config::raw::{LogFormat, UnmatchedAction};
+
+/// Everything compiled from the policy files.
+#[derive(Debug)]
+pub struct Policy {
+    /// Content hash of every policy file (16 hex digits): equal files, equal version.
+    pub version: String,
+    /// Every file the policy was read from, main file first.
+    pub files: Vec<PathBuf>,
+    /// `[server]`
+    pub server: ServerSettings,
+    /// `[upstream]`
+    pub upstream: UpstreamSettings,
+    /// `[limits]`
+    pub limits: Limits,
+    /// `[logging]`
+    pub logging: LoggingSettings,
+    /// `[[route]]` and `[unmatched]`
+    pub routes: RouteTable,
+}
+
+/// Listener settings. The addresses are bound once: changing them needs a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Where clients connect.
+    pub listen: SocketAddr,
+    /// Where `/healthz`, `/readyz`, `/metrics`, `/config` and `/reload` are served.
+    pub admin_listen: SocketAddr,
+    /// Time a client has to send a complete request head.
+    pub header_read_timeout: Duration,
+    /// How long in-flight requests may run after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+/// The application behind sitegate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamSettings {
+    /// `host:port` of the app (plain HTTP: sitegate is its sidecar).
+    pub authority: http::uri::Authority,
+    /// Time to establish a TCP connection.
+    pub connect_timeout: Duration,
+    /// Default time for the app to send response headers, and the longest gap between
+    /// two pieces of a response body; routes may set their own.
+    pub timeout: Duration,
+    /// Idle pooled connections are closed after this.
+    pub pool_idle_timeout: Duration,
+    /// At most this many idle pooled connections are kept.
+    pub pool_max_idle: usize,
+}
+
+impl UpstreamSettings {
+    /// True when `other` needs a new connection pool (a different address or timeouts).
+    pub fn pool_differs(&self, other: &UpstreamSettings) -> bool {
+        self.authority != other.authority
+            || self.connect_timeout != other.connect_timeout
+            || self.pool_idle_timeout != other.pool_idle_timeout
+            || self.pool_max_idle != other.pool_max_idle
+    }
+}
+
+/// Global limits; routes may set their own `max_body`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request body, in bytes.
+    pub max_body: u64,
+    /// Most requests handled at once; more get 429 `RESOURCE_EXHAUSTED`.
+    pub max_inflight: usize,
+}
+
+/// `[logging]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggingSettings {
+    /// JSON lines or a terminal format (fixed at start).
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `info,hyper=warn` (reloadable).
+    pub level: String,
+}
+
+impl Policy {
+    /// Settings that changed between `self` and `next` but only take effect after a
+    /// restart, named as in the policy file.
+    pub fn restart_required(&self, next: &Policy) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.server.listen != next.server.listen {
+            out.push("server.listen");
+        }
+        if self.server.admin_listen != next.server.admin_listen {
+            out.push("server.admin_listen");
+        }
+        if self.server.header_read_timeout != next.server.header_read_timeout {
+            out.push("server.header_read_timeout");
+        }
+        if self.logging.format != next.logging.format {
+            out.push("logging.format");
+        }
+        out
+    }
+}

@@ -1,0 +1,82 @@
+//! The route table: `[[route]]` entries tried in order, first match of method and path
+//! wins, and the `[unmatched]` rule for the rest.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+
+/// One compiled route.
+#[derive(Debug)]
+pub struct Route {
+    /// Stable name, used in logs and metric labels.
+    pub name: Arc<str>,
+    /// The path pattern, matchit syntax; `None` for the unmatched catch-all.
+    matcher: Option<matchit::Router<()>>,
+    /// Allowed methods; empty means any.
+    methods: Vec<Method>,
+    /// Largest request body, in bytes.
+    pub max_body: u64,
+    /// Accepted `Content-Type` essences (lowercase, no parameters); empty means any.
+    pub content_types: Vec<String>,
+    /// Time for the upstream to send response headers, and the longest gap between
+    /// two pieces of its body.
+    pub timeout: Duration,
+}
+
+impl Route {
+    /// A route for `pattern` (already checked to insert), or the catch-all when `None`.
+    pub(crate) fn new(
+        name: &str,
+        pattern: Option<matchit::Router<()>>,
+        methods: Vec<Method>,
+        max_body: u64,
+        content_types: Vec<String>,
+        timeout: Duration,
+    ) -> Self {
+        Route {
+            name: Arc::from(name),
+            matcher: pattern,
+            methods,
+            max_body,
+            content_types,
+            timeout,
+        }
+    }
+
+    fn matches(&self, method: &Method, path: &str) -> bool {
+        let method_ok = self.methods.is_empty() || self.methods.contains(method);
+        method_ok && self.matcher.as_ref().is_none_or(|m| m.at(path).is_ok())
+    }
+}
+
+/// The routes in policy order and what to do with the rest.
+#[derive(Debug)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+    /// `Some` when unmatched requests pass (under the global limits), `None` to deny.
+    unmatched: Option<Route>,
+}
+
+/// The name unmatched requests are logged and counted under.
+pub const UNMATCHED: &str = "unmatched";
+
+impl RouteTable {
+    pub(crate) fn new(routes: Vec<Route>, unmatched: Option<Route>) -> Self {
+        RouteTable { routes, unmatched }
+    }
+
+    /// The route for a request: the first whose method and path match, else the
+    /// unmatched catch-all, or `None` when unmatched requests are denied.
+    pub fn find(&self, method: &Method, path: &str) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|r| r.matches(method, path))
+            .or(self.unmatched.as_ref())
+    }
+
+    /// The configured routes, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
+    }
+}

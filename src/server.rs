@@ -1,0 +1,222 @@
+//! The listeners: the proxy (HTTP/1.1 and h2c on one port) and the admin endpoints,
+//! the outer tower stack, and the graceful drain on shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use http::Response;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::error::{Failure, render};
+use crate::observe::Category;
+use crate::observe::metrics::Metrics;
+use crate::policy::Policy;
+use crate::state::{Overrides, ReloadStatus, Shared};
+use crate::upstream::Upstream;
+use crate::{admin, headers, pipeline, reload};
+
+/// How to start a proxy.
+pub struct Options {
+    /// The main policy file, re-read on every reload.
+    pub config: PathBuf,
+    /// Settings imposed over the files.
+    pub overrides: Overrides,
+    /// Applies a new log level after a reload (none when logging is not sitegate's).
+    pub set_log_level: Option<Box<dyn Fn(&str) + Send + Sync>>,
+}
+
+/// A listener could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    /// The address from the policy.
+    pub addr: SocketAddr,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+/// A running proxy: its bound addresses, its state, and the tasks it owns.
+pub struct Running {
+    /// Where the proxy listens (the real port when the policy said 0).
+    pub addr: SocketAddr,
+    /// Where the admin endpoints listen.
+    pub admin_addr: SocketAddr,
+    /// The shared state (policy, metrics, ...).
+    pub shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    proxy: JoinHandle<()>,
+    others: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Starts draining: `/readyz` turns 503, the listener closes, in-flight requests
+    /// finish (up to `shutdown_grace`).
+    pub fn shutdown(&self) {
+        self.shared.draining.store(true, Ordering::SeqCst);
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Waits for the drain to end, then stops the admin listener and the reloader.
+    pub async fn wait(self) {
+        let _ = self.proxy.await;
+        for task in self.others {
+            task.abort();
+        }
+    }
+}
+
+/// Binds the listeners and starts serving `policy`, loaded from `options.config`.
+pub async fn start(mut policy: Policy, options: Options) -> Result<Running, BindError> {
+    options.overrides.apply(&mut policy);
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| BindError { addr, source })
+    };
+    let listener = bind(policy.server.listen).await?;
+    let admin_listener = bind(policy.server.admin_listen).await?;
+    let addr = listener.local_addr().map_err(|source| BindError {
+        addr: policy.server.listen,
+        source,
+    })?;
+    let admin_addr = admin_listener.local_addr().map_err(|source| BindError {
+        addr: policy.server.admin_listen,
+        source,
+    })?;
+
+    let (reload_tx, reload_rx) = mpsc::channel(64);
+    let header_read_timeout = policy.server.header_read_timeout;
+    let shared = Arc::new(Shared {
+        upstream: ArcSwap::from_pointee(Upstream::new(&policy.upstream)),
+        policy: ArcSwap::from_pointee(policy),
+        metrics: Metrics::default(),
+        inflight: AtomicUsize::new(0),
+        draining: AtomicBool::new(false),
+        status: Mutex::new(ReloadStatus {
+            loaded_at: SystemTime::now(),
+            last: None,
+            restart_required: Vec::new(),
+        }),
+        reload: reload_tx.clone(),
+        main_path: options.config,
+        overrides: options.overrides,
+        set_log_level: options.set_log_level,
+    });
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let proxy = tokio::spawn(serve_proxy(
+        listener,
+        shared.clone(),
+        shutdown_rx.clone(),
+        header_read_timeout,
+    ));
+    let admin = tokio::spawn(admin::serve(admin_listener, shared.clone()));
+    let reloader = tokio::spawn(reload::run(
+        shared.clone(),
+        reload_tx,
+        reload_rx,
+        shutdown_rx,
+    ));
+    let policy = shared.policy.load();
+    tracing::info!(
+        category = Category::Config.as_str(),
+        listen = %addr,
+        admin_listen = %admin_addr,
+        upstream = %policy.upstream.authority,
+        policy_version = %policy.version,
+        "sitegate listening"
+    );
+    Ok(Running {
+        addr,
+        admin_addr,
+        shared,
+        shutdown,
+        proxy,
+        others: vec![admin, reloader],
+    })
+}
+
+/// A panic inside a request becomes a 500 JSON, never a reset connection.
+fn on_panic(_: Box<dyn std::any::Any + Send>) -> Response<http_body_util::Full<bytes::Bytes>> {
+    let id = headers::new_request_id(fastrand::u64(..));
+    tracing::error!(category = Category::SystemError.as_str(), request_id = %id, "request handler panicked");
+    render(&Failure::Internal, &id).map(http_body_util::Full::new)
+}
+
+async fn serve_proxy(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+    header_read_timeout: Duration,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let shared = shared.clone();
+                    let svc = tower::ServiceBuilder::new()
+                        .layer(CatchPanicLayer::custom(on_panic))
+                        .service_fn(move |req| {
+                            let shared = shared.clone();
+                            async move { Ok::<_, Infallible>(pipeline::handle(shared, req, peer).await) }
+                        });
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
+                        .into_owned();
+                    let conn = graceful.watch(conn);
+                    conns.spawn(async move {
+                        let _ = conn.await;
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors, most likely: back off instead of spinning.
+                    tracing::warn!(category = Category::SystemError.as_str(), error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+        while conns.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let grace = shared.policy.load().server.shutdown_grace;
+    tracing::info!(
+        category = Category::Config.as_str(),
+        connections = graceful.count(),
+        grace_secs = grace.as_secs_f64(),
+        "draining: no new connections; finishing in-flight requests"
+    );
+    tokio::select! {
+        _ = graceful.shutdown() => {
+            tracing::info!(category = Category::Config.as_str(), "drained");
+        }
+        _ = tokio::time::sleep(grace) => {
+            tracing::warn!(
+                category = Category::Config.as_str(),
+                connections = conns.len(),
+                "shutdown grace ran out; closing the remaining connections"
+            );
+        }
+    }
+    conns.abort_all();
+}

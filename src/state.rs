@@ -1,0 +1,119 @@
+//! What the running proxy shares between connections, the admin listener and the
+//! reload loop: the current policy and upstream pool (each swapped whole), metrics,
+//! counters and the reload status shown by `/config`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::observe::metrics::Metrics;
+use crate::policy::Policy;
+use crate::upstream::Upstream;
+
+/// Settings that the command line imposes over the policy files, reapplied after every
+/// reload (the demo points the upstream at its embedded app this way).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Replaces `upstream.url`.
+    pub upstream: Option<http::uri::Authority>,
+    /// Replaces `server.listen`.
+    pub listen: Option<SocketAddr>,
+    /// Replaces `server.admin_listen`.
+    pub admin_listen: Option<SocketAddr>,
+}
+
+impl Overrides {
+    /// Applies the overrides to a freshly compiled policy.
+    pub fn apply(&self, policy: &mut Policy) {
+        if let Some(a) = &self.upstream {
+            policy.upstream.authority = a.clone();
+        }
+        if let Some(a) = self.listen {
+            policy.server.listen = a;
+        }
+        if let Some(a) = self.admin_listen {
+            policy.server.admin_listen = a;
+        }
+    }
+}
+
+/// Why the reload loop should look at the policy files again.
+#[derive(Debug)]
+pub enum Trigger {
+    /// A file system event in a watched directory.
+    Watch,
+    /// The periodic poll (for file systems without events).
+    Poll,
+    /// SIGHUP.
+    Signal,
+    /// `POST /reload`; the outcome is sent back.
+    Admin(oneshot::Sender<ReloadOutcome>),
+}
+
+/// What one reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// A new policy is serving.
+    Applied {
+        /// Its version.
+        version: String,
+    },
+    /// The files are as they were.
+    Unchanged,
+    /// The files do not compile; the old policy keeps serving.
+    Failed {
+        /// `file:line:col: message` lines.
+        errors: Vec<String>,
+    },
+}
+
+impl ReloadOutcome {
+    /// The metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ReloadOutcome::Applied { .. } => "ok",
+            ReloadOutcome::Unchanged => "unchanged",
+            ReloadOutcome::Failed { .. } => "error",
+        }
+    }
+}
+
+/// What `/config` reports about loading.
+#[derive(Debug, Clone)]
+pub struct ReloadStatus {
+    /// When the serving policy was loaded.
+    pub loaded_at: SystemTime,
+    /// The last reload that changed something or failed, and when.
+    pub last: Option<(SystemTime, ReloadOutcome)>,
+    /// Changed settings that wait for a restart.
+    pub restart_required: Vec<&'static str>,
+}
+
+/// The shared state of one running proxy.
+pub struct Shared {
+    /// The serving policy; each request takes one snapshot.
+    pub policy: ArcSwap<Policy>,
+    /// The upstream pool; replaced only when its settings change.
+    pub upstream: ArcSwap<Upstream>,
+    /// Every metric.
+    pub metrics: Metrics,
+    /// Requests being handled.
+    pub inflight: AtomicUsize,
+    /// Set on SIGTERM: `/readyz` answers 503.
+    pub draining: AtomicBool,
+    /// Shown by `/config`. Never held across an await.
+    pub status: Mutex<ReloadStatus>,
+    /// Into the reload loop.
+    pub reload: mpsc::Sender<Trigger>,
+    /// The main policy file.
+    pub main_path: PathBuf,
+    /// Imposed over every compiled policy.
+    pub overrides: Overrides,
+    /// Applies a reloaded log level, when sitegate owns the logger.
+    pub set_log_level: Option<Box<dyn Fn(&str) + Send + Sync>>,
+}
