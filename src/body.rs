@@ -54,10 +54,42 @@ impl BodyStats {
 #[error("request body is larger than {0} bytes")]
 pub struct TooLarge(pub u64);
 
+/// How long, and how much, of a request body sitegate reads and throws away after it
+/// answered without needing the rest. Closing a socket with unread data makes the
+/// kernel send a reset, which can destroy the response before the client reads it;
+/// nginx's "lingering close" solves the same problem the same way.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 8 << 20;
+
+/// Discards the rest of a request body in the background, within the linger bounds,
+/// so the client gets to read the answer sitegate already sent.
+pub fn discard<B>(body: B)
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+{
+    if body.is_end_stream() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut body = body;
+        let mut seen = 0usize;
+        let _ = tokio::time::timeout(LINGER_TIME, async {
+            while let Some(Ok(frame)) = body.frame().await {
+                seen += frame.data_ref().map_or(0, Bytes::len);
+                if seen > LINGER_BYTES {
+                    break;
+                }
+            }
+        })
+        .await;
+    });
+}
+
 /// A request body that fails as soon as it passes `limit` bytes, so a chunked upload
 /// that is too large is cut off while it streams and the upstream request is aborted.
 pub struct Limited<B> {
-    inner: B,
+    /// `None` once the limit was passed and the rest handed to `discard`.
+    inner: Option<B>,
     limit: u64,
     stats: Arc<BodyStats>,
 }
@@ -66,7 +98,7 @@ impl<B> Limited<B> {
     /// Wraps `inner`, counting into `stats`.
     pub fn new(inner: B, limit: u64, stats: Arc<BodyStats>) -> Self {
         Limited {
-            inner,
+            inner: Some(inner),
             limit,
             stats,
         }
@@ -75,7 +107,7 @@ impl<B> Limited<B> {
 
 impl<B> Body for Limited<B>
 where
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
     type Data = Bytes;
@@ -86,7 +118,10 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let frame = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(Some(Err(Box::new(TooLarge(this.limit)))));
+        };
+        let frame = match ready!(Pin::new(inner).poll_frame(cx)) {
             None => return Poll::Ready(None),
             Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
             Some(Ok(frame)) => frame,
@@ -99,6 +134,9 @@ where
                 + data.len() as u64;
             if total > this.limit {
                 this.stats.over_limit.store(true, Ordering::Relaxed);
+                if let Some(rest) = this.inner.take() {
+                    discard(rest);
+                }
                 return Poll::Ready(Some(Err(Box::new(TooLarge(this.limit)))));
             }
         }
@@ -106,11 +144,13 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
 

@@ -10,6 +10,8 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -32,7 +34,16 @@ use crate::body::{BoxBody, BoxError, full};
 pub struct StandIn {
     /// Where it listens.
     pub addr: SocketAddr,
+    requests: Arc<AtomicU64>,
     task: JoinHandle<()>,
+}
+
+impl StandIn {
+    /// Requests the app has received, so tests can show a refused request never
+    /// reached it.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for StandIn {
@@ -45,6 +56,8 @@ impl Drop for StandIn {
 pub async fn start(addr: SocketAddr) -> std::io::Result<StandIn> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
+    let requests = Arc::new(AtomicU64::new(0));
+    let counter = requests.clone();
     let task = tokio::spawn(async move {
         let mut conns = JoinSet::new();
         loop {
@@ -53,11 +66,12 @@ pub async fn start(addr: SocketAddr) -> std::io::Result<StandIn> {
                 continue;
             };
             let _ = stream.set_nodelay(true);
+            let counter = counter.clone();
             conns.spawn(async move {
-                let svc =
-                    service_fn(
-                        |req| async move { Ok::<_, std::convert::Infallible>(route(req).await) },
-                    );
+                let svc = service_fn(move |req| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    async move { Ok::<_, std::convert::Infallible>(route(req).await) }
+                });
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
@@ -65,7 +79,11 @@ pub async fn start(addr: SocketAddr) -> std::io::Result<StandIn> {
             while conns.try_join_next().is_some() {}
         }
     });
-    Ok(StandIn { addr, task })
+    Ok(StandIn {
+        addr,
+        requests,
+        task,
+    })
 }
 
 fn json_resp(status: StatusCode, v: Value) -> Response<BoxBody> {

@@ -51,10 +51,16 @@ pub async fn handle(
         None => headers::new_request_id(fastrand::u64(..)),
     };
     let mut ctx = Ctx::new(shared, request_id, &req);
+    let (parts, body) = req.into_parts();
+    let mut body = Some(body);
     let result = match admit(&ctx, &policy) {
-        Ok(()) => proxy(&mut ctx, &policy, req, peer).await,
+        Ok(()) => proxy(&mut ctx, &policy, parts, &mut body, peer).await,
         Err(r) => Err(r.into()),
     };
+    // Answered without forwarding: let the client finish sending so it reads the answer.
+    if let Some(unread) = body {
+        crate::body::discard(unread);
+    }
     let resp = match result {
         Ok(resp) => resp,
         Err(failure) => ctx.fail(&failure),
@@ -78,21 +84,24 @@ fn admit(ctx: &Ctx, policy: &Policy) -> Result<(), Rejection> {
 async fn proxy(
     ctx: &mut Ctx,
     policy: &Policy,
-    req: Request<Incoming>,
+    mut parts: http::request::Parts,
+    body: &mut Option<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<BoxBody>, Failure> {
     // route
-    let Some(route) = policy.routes.find(req.method(), req.uri().path()) else {
+    let Some(route) = policy.routes.find(&parts.method, parts.uri.path()) else {
         return Err(
             Rejection::new(ErrorCode::NotFound, "no route serves this method and path").into(),
         );
     };
     ctx.route = route.name.clone();
     // limits
-    check_head(route, req.headers())?;
+    check_head(route, &parts.headers)?;
 
     // forward
-    let (mut parts, incoming) = req.into_parts();
+    let Some(incoming) = body.take() else {
+        return Err(Failure::Internal);
+    };
     prepare_request_headers(&mut parts, &ctx.request_id, peer);
     let stats = Arc::new(BodyStats::default());
     ctx.body_in = Some(stats.clone());
@@ -103,7 +112,7 @@ async fn proxy(
         .send(Request::from_parts(parts, body), route.timeout)
         .await;
     let upstream_time = sent.elapsed();
-    ctx.upstream_ms = Some(upstream_time.as_secs_f64() * 1000.0);
+    ctx.upstream_ms = Some(upstream_time);
     let resp = match result {
         Ok(resp) => resp,
         // The upstream call failed because the body passed the limit while streaming.
@@ -188,7 +197,7 @@ pub(crate) struct Ctx {
     error_code: Option<ErrorCode>,
     failure: Option<UpstreamFailure>,
     upstream_status: Option<u16>,
-    upstream_ms: Option<f64>,
+    upstream_ms: Option<std::time::Duration>,
     body_in: Option<Arc<BodyStats>>,
     bytes_out: u64,
     stream_error: bool,
@@ -277,17 +286,22 @@ impl Drop for Ctx {
             method = %self.method,
             path = %self.path,
             status = self.status,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            duration_ms = millis(elapsed),
             bytes_in,
             bytes_out = self.bytes_out,
             upstream_status = self.upstream_status,
-            upstream_ms = self.upstream_ms,
+            upstream_ms = self.upstream_ms.map(millis),
             error_code = self.error_code.map(ErrorCode::as_str),
             upstream_failure = self.failure.map(UpstreamFailure::as_str),
             incomplete = self.stream_error,
             "request"
         );
     }
+}
+
+/// Milliseconds with microsecond precision, for log lines.
+fn millis(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
 
 /// The response body as sent to the client: counts bytes and carries the request's

@@ -23,7 +23,7 @@ use crate::error::{Failure, render};
 use crate::observe::Category;
 use crate::observe::metrics::Metrics;
 use crate::policy::Policy;
-use crate::state::{Overrides, ReloadStatus, Shared};
+use crate::state::{LevelSetter, Overrides, ReloadStatus, Shared};
 use crate::upstream::Upstream;
 use crate::{admin, headers, pipeline, reload};
 
@@ -34,7 +34,7 @@ pub struct Options {
     /// Settings imposed over the files.
     pub overrides: Overrides,
     /// Applies a new log level after a reload (none when logging is not sitegate's).
-    pub set_log_level: Option<Box<dyn Fn(&str) + Send + Sync>>,
+    pub set_log_level: Option<LevelSetter>,
 }
 
 /// A listener could not be opened.

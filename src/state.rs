@@ -42,6 +42,9 @@ impl Overrides {
     }
 }
 
+/// Applies a new log level filter.
+pub type LevelSetter = Box<dyn Fn(&str) + Send + Sync>;
+
 /// Why the reload loop should look at the policy files again.
 #[derive(Debug)]
 pub enum Trigger {
@@ -115,5 +118,5 @@ pub struct Shared {
     /// Imposed over every compiled policy.
     pub overrides: Overrides,
     /// Applies a reloaded log level, when sitegate owns the logger.
-    pub set_log_level: Option<Box<dyn Fn(&str) + Send + Sync>>,
+    pub set_log_level: Option<LevelSetter>,
 }

@@ -109,10 +109,10 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
             file: &src.path,
             text: &src.text,
         };
-        if !std::ptr::eq(src, &sources[0]) {
-            if let Some(inc) = raw.include.as_ref().and_then(|v| v.first()) {
-                sink.at(inc, "`include` is only allowed in the main policy file");
-            }
+        if !std::ptr::eq(src, &sources[0])
+            && let Some(inc) = raw.include.as_ref().and_then(|v| v.first())
+        {
+            sink.at(inc, "`include` is only allowed in the main policy file");
         }
         claim(&mut server, raw.server, "server", src, &mut sink);
         claim(&mut upstream, raw.upstream, "upstream", src, &mut sink);

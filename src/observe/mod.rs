@@ -53,7 +53,7 @@ pub struct LogGuard {
 impl LogGuard {
     /// A function that applies a new level filter (already checked by
     /// `config::compile`), for the reloader.
-    pub fn level_setter(&self) -> Box<dyn Fn(&str) + Send + Sync> {
+    pub fn level_setter(&self) -> crate::state::LevelSetter {
         let handle = self.filter.clone();
         Box::new(move |level| {
             if let Ok(filter) = EnvFilter::try_new(level) {

@@ -1,0 +1,355 @@
+//! The `sitegate` binary itself: `check`, `run` with signals, streaming fidelity and
+//! memory, JSON log lines.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use sha2::{Digest, Sha256};
+use sitegate::body::BoxError;
+
+use crate::harness::*;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sitegate"))
+}
+
+/// `sitegate run` as a child process; killed when dropped.
+struct Proc {
+    child: Child,
+    addr: String,
+    admin: String,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Starts the binary and waits for its "sitegate listening" log line, which carries
+    /// the bound addresses.
+    fn start(main: &Path) -> Proc {
+        let mut child = bin()
+            .args(["run", "--config"])
+            .arg(main)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("\"sitegate listening\"") {
+                    let _ = tx.send(line.clone());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("sitegate did not start");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        Proc {
+            child,
+            addr: v["listen"].as_str().unwrap().to_string(),
+            admin: v["admin_listen"].as_str().unwrap().to_string(),
+            lines,
+        }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.pid()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} failed");
+    }
+
+    /// Peak resident memory so far, in KiB (Linux `VmHWM`).
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}
+
+fn write_policy(dir: &Path, upstream: &str, extra: &str, routes: &str) -> std::path::PathBuf {
+    let main = dir.join("sitegate.toml");
+    std::fs::write(&main, main_toml(upstream, extra)).unwrap();
+    std::fs::write(dir.join("routes.toml"), routes).unwrap();
+    main
+}
+
+#[test]
+fn check_accepts_the_shipped_policy() {
+    let out = bin()
+        .args(["check", "--config", "config/sitegate.toml"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("policy is valid (2 files"), "{stdout}");
+}
+
+#[test]
+fn check_lists_every_problem_with_its_position_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = write_policy(
+        dir.path(),
+        "127.0.0.1:5000",
+        "[limits]\nmax_body = \"AKIAIOSFODNN7EXAMPLE\"\n",
+        "[[route]]\nname = \"r\"\npath = \"/r\"\ntimeout = \"soon\"\nmethods = [\"GETT\"]\n",
+    );
+    let out = bin()
+        .args(["check", "--config"])
+        .arg(&main)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(
+        lines[0].contains("sitegate.toml:13:12: invalid size"),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].contains("routes.toml:4:11: invalid duration"),
+        "{stderr}"
+    );
+    assert!(
+        lines[2].ends_with("sitegate.toml: policy is invalid (2 problems)"),
+        "{stderr}"
+    );
+    // The pasted credential is never echoed.
+    assert!(!stderr.contains("AKIAIOSFODNN7EXAMPLE"), "{stderr}");
+}
+
+#[test]
+fn check_reports_a_missing_file() {
+    let out = bin()
+        .args(["check", "--config", "/nonexistent/sitegate.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/nonexistent/sitegate.toml: cannot open"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_refuses_an_invalid_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = write_policy(
+        dir.path(),
+        "127.0.0.1:5000",
+        "",
+        "[[route]]\nname = \"r\"\n",
+    );
+    let out = bin().args(["run", "--config"]).arg(&main).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("routes.toml:1:1: missing field `path`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("refusing to start"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_and_sigterm_drains_and_exits_0() {
+    let app = sitegate::demo::start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let main = write_policy(dir.path(), &app.addr.to_string(), "", "");
+    let mut p = Proc::start(&main);
+    let metrics = format!("http://{}/metrics", p.admin);
+    p.signal("-HUP");
+    assert_eventually("SIGHUP triggered a reload", Duration::from_secs(10), || {
+        let metrics = metrics.clone();
+        async move {
+            metric(
+                &get(&metrics).await.body_text(),
+                "sitegate_config_reloads_total{result=\"unchanged\"}",
+            ) >= 1.0
+        }
+    })
+    .await;
+
+    // An access line is JSON with the designed fields.
+    let r = send(
+        "GET",
+        &format!("http://{}/health", p.addr),
+        &[("x-request-id", "log-check-1")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let lines = p.lines.clone();
+    assert_eventually(
+        "the access line is written",
+        Duration::from_secs(10),
+        || {
+            let found = lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("log-check-1"));
+            async move { found }
+        },
+    )
+    .await;
+    let line = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains("log-check-1"))
+        .cloned()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    for field in [
+        "timestamp",
+        "level",
+        "target",
+        "message",
+        "request_id",
+        "route",
+        "category",
+        "method",
+        "path",
+        "status",
+        "duration_ms",
+        "bytes_in",
+        "bytes_out",
+        "upstream_status",
+    ] {
+        assert!(v.get(field).is_some(), "{field} missing: {line}");
+    }
+    assert_eq!(v["category"], "access");
+    assert_eq!(v["status"], 200);
+    assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
+
+    p.signal("-TERM");
+    let status = tokio::task::spawn_blocking(move || {
+        for _ in 0..200 {
+            if let Some(s) = p.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    })
+    .await
+    .unwrap();
+    let status = status.expect("sitegate did not exit within 10 s of SIGTERM");
+    assert!(status.success(), "{status:?}");
+}
+
+/// Streams `len` bytes of a fixed pattern up, in 64 KiB chunks, hashing as it goes.
+fn upload(len: usize) -> (sitegate::body::BoxBody, tokio::task::JoinHandle<String>) {
+    let (mut tx, body) = http_body_util::channel::Channel::<Bytes, BoxError>::new(4);
+    let feeder = tokio::spawn(async move {
+        let mut hash = Sha256::new();
+        let mut sent = 0;
+        while sent < len {
+            let n = (len - sent).min(64 * 1024);
+            let chunk: Vec<u8> = (sent..sent + n).map(|i| (i * 7 % 256) as u8).collect();
+            hash.update(&chunk);
+            tx.send_data(Bytes::from(chunk)).await.unwrap();
+            sent += n;
+        }
+        sitegate::demo::hex(&hash.finalize())
+    });
+    (body.boxed_unsync(), feeder)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_megabytes_stream_both_ways_intact_in_bounded_memory() {
+    const LEN: usize = 50 * 1024 * 1024;
+    let app = sitegate::demo::start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let main = write_policy(
+        dir.path(),
+        &app.addr.to_string(),
+        "[limits]\nmax_body = \"64 MiB\"\n",
+        "",
+    );
+    let p = Proc::start(&main);
+
+    // Up: a chunked 50 MB body reaches the app with the same SHA-256.
+    let (body, feeder) = upload(LEN);
+    let r = send_body(
+        &client(),
+        "POST",
+        &format!("http://{}/sha256", p.addr),
+        &[],
+        body,
+    )
+    .await;
+    let sent_hash = feeder.await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert_eq!(r.json()["bytes"], LEN as u64);
+    assert_eq!(r.json()["sha256"], sent_hash.as_str());
+
+    // Down: 50 MB from the app arrive with the same SHA-256, read as a stream.
+    let req = http::Request::get(format!("http://{}/bytes?n={LEN}", p.addr))
+        .body(sitegate::body::full(""))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    assert_eq!(resp.headers()["content-length"], LEN.to_string().as_str());
+    let mut body = resp.into_body();
+    let mut got = Sha256::new();
+    let mut n = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Some(d) = frame.unwrap().data_ref() {
+            got.update(d);
+            n += d.len() as u64;
+        }
+    }
+    let mut want = Sha256::new();
+    let pattern: Vec<u8> = (0..LEN as u64).map(sitegate::demo::pattern_byte).collect();
+    want.update(&pattern);
+    assert_eq!(n, LEN as u64);
+    assert_eq!(
+        sitegate::demo::hex(&got.finalize()),
+        sitegate::demo::hex(&want.finalize())
+    );
+
+    let peak = p.peak_rss_kib();
+    eprintln!(
+        "sitegate peak RSS while streaming 50 MB each way: {} KiB",
+        peak
+    );
+    assert!(
+        peak < 64 * 1024,
+        "peak RSS {peak} KiB is over 64 MiB: the proxy buffered"
+    );
+}

@@ -1,0 +1,215 @@
+//! The reusable harness: a proxy and an upstream on port 0, config in a temp dir,
+//! readiness by the bound address being returned, `assert_eventually` for reloads.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use sitegate::body::{BoxBody, full};
+use sitegate::demo::StandIn;
+use sitegate::server::{Options, Running};
+use sitegate::state::Overrides;
+
+/// A proxy in front of the stand-in app, with its policy in a temp dir.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub app: StandIn,
+    pub proxy: Running,
+}
+
+/// The main policy file for tests: everything on port 0, the upstream given.
+pub fn main_toml(upstream: &str, extra: &str) -> String {
+    format!(
+        r#"include = ["routes.toml"]
+
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+shutdown_grace = "5s"
+
+[upstream]
+url = "http://{upstream}"
+connect_timeout = "1s"
+timeout = "5s"
+{extra}
+"#
+    )
+}
+
+impl Env {
+    /// Starts the stand-in and a proxy with `routes` as routes.toml.
+    pub async fn start(routes: &str) -> Env {
+        Env::start_with(routes, "").await
+    }
+
+    /// Same, with `extra` appended to the main file (e.g. a `[limits]` section).
+    pub async fn start_with(routes: &str, extra: &str) -> Env {
+        let app = sitegate::demo::start(([127, 0, 0, 1], 0).into())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("sitegate.toml"),
+            main_toml(&app.addr.to_string(), extra),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("routes.toml"), routes).unwrap();
+        let proxy = start_proxy(&dir.path().join("sitegate.toml"), Overrides::default()).await;
+        Env { dir, app, proxy }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.proxy.addr, path)
+    }
+
+    pub fn admin(&self, path: &str) -> String {
+        format!("http://{}{}", self.proxy.admin_addr, path)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// Starts a proxy on the policy at `main`.
+pub async fn start_proxy(main: &Path, overrides: Overrides) -> Running {
+    let policy =
+        sitegate::config::load(main).unwrap_or_else(|d| panic!("test policy invalid:\n{d}"));
+    sitegate::server::start(
+        policy,
+        Options {
+            config: main.to_path_buf(),
+            overrides,
+            set_log_level: None,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `error.code` of a sitegate error body.
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
+pub fn client() -> Client<HttpConnector, BoxBody> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends a request with a whole body.
+pub async fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Resp {
+    send_body(&client(), method, url, headers, full(body.into())).await
+}
+
+pub async fn get(url: &str) -> Resp {
+    send("GET", url, &[], Bytes::new()).await
+}
+
+/// Sends a request with any body over `client`.
+pub async fn send_body(
+    client: &Client<HttpConnector, BoxBody>,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: BoxBody,
+) -> Resp {
+    let mut req = Request::builder()
+        .method(Method::from_bytes(method.as_bytes()).unwrap())
+        .uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(req.body(body).unwrap())
+        .await
+        .expect("request failed");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .expect("response body failed")
+        .to_bytes();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Retries `check` until it returns true, or fails after `within`.
+pub async fn assert_eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("not true within {within:?}: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A port with nothing listening on it.
+pub fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// The value of one sample line in a Prometheus exposition, 0 when absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+impl Resp {
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}

@@ -1,0 +1,225 @@
+//! sitegate in front of the real Flask app (tests/legacy_app). The harness provisions
+//! a virtualenv under target/ with the pinned requirements when it is missing or stale,
+//! and fails — never skips — when it cannot.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::harness::*;
+
+const APP_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/legacy_app");
+
+fn run(cmd: &mut Command, what: &str) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The virtualenv's python, created on first use. A marker file holds the hash of the
+/// requirements it was built from, so a changed pin rebuilds it.
+fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("legacy-venv");
+        let requirements = Path::new(APP_DIR).join("requirements.txt");
+        let wanted = sitegate::demo::hex(&Sha256::digest(std::fs::read(&requirements).unwrap()));
+        let marker = venv.join(".sitegate-requirements");
+        let python = venv.join("bin").join("python");
+        if std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) && python.exists() {
+            return python;
+        }
+        let _ = std::fs::remove_dir_all(&venv);
+        run(
+            Command::new("python3").args(["-m", "venv"]).arg(&venv),
+            "creating the Flask virtualenv (python3 -m venv; on Debian: apt-get install python3-venv)",
+        );
+        run(
+            Command::new(&python)
+                .args(["-m", "pip", "install", "--disable-pip-version-check", "--quiet", "-r"])
+                .arg(&requirements),
+            "installing the legacy app's requirements from PyPI",
+        );
+        std::fs::write(&marker, &wanted).unwrap();
+        python
+    })
+}
+
+/// The Flask app on a free port; killed when dropped.
+struct Flask {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Flask {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Flask {
+    fn start() -> Flask {
+        let mut child = Command::new(python())
+            .arg(Path::new(APP_DIR).join("app.py"))
+            .args(["--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start the Flask app");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("LISTENING ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the Flask app did not start: {line:?}"));
+        Flask { child, port }
+    }
+}
+
+/// sitegate with the shipped policy (config/), pointed at the Flask app.
+async fn proxy_for(flask: &Flask) -> sitegate::server::Running {
+    let overrides = sitegate::state::Overrides {
+        upstream: Some(format!("127.0.0.1:{}", flask.port).parse().unwrap()),
+        listen: Some(([127, 0, 0, 1], 0).into()),
+        admin_listen: Some(([127, 0, 0, 1], 0).into()),
+    };
+    let main = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sitegate.toml");
+    start_proxy(&main, overrides).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_suite_endpoints_work_through_sitegate() {
+    let flask = tokio::task::spawn_blocking(Flask::start).await.unwrap();
+    let proxy = proxy_for(&flask).await;
+    let url = |p: &str| format!("http://{}{p}", proxy.addr);
+    let json = [("content-type", "application/json")];
+    let project = r#"{"project_id":"P001","project_name":"Bridge","budget":1000,"scheduled_duration_days":400}"#;
+
+    let r = send("POST", &url("/api/phase9/intelligence"), &json, project).await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert_eq!(r.json()["project_id"], "P001");
+    assert_eq!(r.json()["phase"], 9);
+    assert!(r.header("x-request-id").unwrap().starts_with("req_"));
+
+    let r = send(
+        "POST",
+        &url("/api/phase12/delay-prediction"),
+        &json,
+        project,
+    )
+    .await;
+    assert_eq!(r.json()["phase"], 12);
+    let r = send("POST", &url("/api/phase13/budget-forecast"), &json, project).await;
+    assert_eq!(r.json()["forecast_total"], 1080.0);
+    let r = send(
+        "POST",
+        &url("/models/delay-predictor/2.1.0/predict"),
+        &json,
+        "{}",
+    )
+    .await;
+    assert_eq!(r.json()["version"], "2.1.0");
+    let r = send("POST", &url("/models/delay-predictor/retrain"), &json, "{}").await;
+    assert_eq!(r.status, 202);
+    let r = get(&url("/health")).await;
+    assert_eq!(r.json()["flask"], true);
+
+    // Flask's own error passes through as Flask wrote it.
+    let r = get(&url("/api/fail")).await;
+    assert_eq!(r.status, 500);
+    assert_eq!(r.json()["detail"], "the prediction service crashed");
+
+    // What Flask sees: forwarding headers and the request id, no hop-by-hop headers.
+    let r = send(
+        "POST",
+        &url("/headers"),
+        &[
+            ("x-request-id", "flask-1"),
+            ("connection", "x-drop"),
+            ("x-drop", "1"),
+        ],
+        "",
+    )
+    .await;
+    let seen = r.json();
+    assert_eq!(seen["x-request-id"], "flask-1");
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+    assert!(seen.get("x-drop").is_none(), "{seen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flask_bytes_headers_and_cookies_arrive_unchanged() {
+    let flask = tokio::task::spawn_blocking(Flask::start).await.unwrap();
+    let proxy = proxy_for(&flask).await;
+    let r = get(&format!("http://{}/raw", proxy.addr)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(&r.body[..], b"line one\r\nline two\x00\xff");
+    assert_eq!(r.header("x-legacy-header"), Some("kept"));
+    assert!(
+        r.header("set-cookie")
+            .unwrap()
+            .starts_with("session=abc123")
+    );
+    assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+
+    // A 5 MB upload on an unmatched path reaches Flask intact.
+    let body: Vec<u8> = (0..5_000_000u32).map(|i| (i % 253) as u8).collect();
+    let want = sitegate::demo::hex(&Sha256::digest(&body));
+    let r = send(
+        "POST",
+        &format!("http://{}/sha256", proxy.addr),
+        &[("content-type", "application/octet-stream")],
+        body,
+    )
+    .await;
+    assert_eq!(r.json()["sha256"], want.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guards_answer_before_flask_and_a_dead_flask_is_502() {
+    let flask = tokio::task::spawn_blocking(Flask::start).await.unwrap();
+    let proxy = proxy_for(&flask).await;
+    let url = format!("http://{}/api/phase9/intelligence", proxy.addr);
+    // 3 MB against the route's 2 MiB limit.
+    let r = send(
+        "POST",
+        &url,
+        &[("content-type", "application/json")],
+        vec![b' '; 3_000_000],
+    )
+    .await;
+    assert_eq!(r.status, 413);
+    assert_eq!(r.code(), "PAYLOAD_TOO_LARGE");
+    let r = send("POST", &url, &[("content-type", "text/csv")], "a,b").await;
+    assert_eq!(r.status, 415);
+
+    drop(flask);
+    let url = format!("http://{}/health", proxy.addr);
+    assert_eventually(
+        "a stopped app answers 502 JSON",
+        Duration::from_secs(10),
+        || {
+            let url = url.clone();
+            async move {
+                let r = get(&url).await;
+                r.status == 502 && r.code() == "UPSTREAM_UNAVAILABLE"
+            }
+        },
+    )
+    .await;
+}

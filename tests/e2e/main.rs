@@ -1,0 +1,8 @@
+//! End-to-end tests: the real proxy on 127.0.0.1:0 in front of a real upstream (the
+//! embedded stand-in, or the Flask app under tests/legacy_app), talking HTTP.
+
+mod binary;
+mod harness;
+mod legacy;
+mod proxy;
+mod reload;
