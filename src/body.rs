@@ -164,16 +164,21 @@ pub struct Stalled(pub Duration);
 pub struct IdleTimeout<B> {
     inner: B,
     idle: Duration,
-    sleep: Pin<Box<Sleep>>,
+    /// Created the first time the body is not ready, so a response that arrives in one
+    /// piece (most of them) never touches the timer wheel.
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// True while `sleep` counts down from the current stall.
+    armed: bool,
 }
 
 impl<B> IdleTimeout<B> {
-    /// Wraps `inner`; the clock starts now.
+    /// Wraps `inner`; each stall may last at most `idle`.
     pub fn new(inner: B, idle: Duration) -> Self {
         IdleTimeout {
             inner,
             idle,
-            sleep: Box::pin(tokio::time::sleep(idle)),
+            sleep: None,
+            armed: false,
         }
     }
 }
@@ -193,12 +198,19 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                let deadline = Instant::now() + this.idle;
-                this.sleep.as_mut().reset(deadline);
+                this.armed = false;
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
-                ready!(this.sleep.as_mut().poll(cx));
+                let deadline = Instant::now() + this.idle;
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if !this.armed {
+                    sleep.as_mut().reset(deadline);
+                    this.armed = true;
+                }
+                ready!(sleep.as_mut().poll(cx));
                 Poll::Ready(Some(Err(Box::new(Stalled(this.idle)))))
             }
         }

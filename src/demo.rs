@@ -35,6 +35,8 @@ pub struct StandIn {
     /// Where it listens.
     pub addr: SocketAddr,
     requests: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
+    open: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -43,6 +45,16 @@ impl StandIn {
     /// reached it.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far (to see keep-alive reuse).
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections open now (to see idle connections closed).
+    pub fn open_connections(&self) -> u64 {
+        self.open.load(Ordering::SeqCst)
     }
 }
 
@@ -58,6 +70,9 @@ pub async fn start(addr: SocketAddr) -> std::io::Result<StandIn> {
     let addr = listener.local_addr()?;
     let requests = Arc::new(AtomicU64::new(0));
     let counter = requests.clone();
+    let connections = Arc::new(AtomicU64::new(0));
+    let open = Arc::new(AtomicU64::new(0));
+    let (accepted, open_now) = (connections.clone(), open.clone());
     let task = tokio::spawn(async move {
         let mut conns = JoinSet::new();
         loop {
@@ -67,6 +82,9 @@ pub async fn start(addr: SocketAddr) -> std::io::Result<StandIn> {
             };
             let _ = stream.set_nodelay(true);
             let counter = counter.clone();
+            accepted.fetch_add(1, Ordering::SeqCst);
+            open_now.fetch_add(1, Ordering::SeqCst);
+            let open_now = open_now.clone();
             conns.spawn(async move {
                 let svc = service_fn(move |req| {
                     counter.fetch_add(1, Ordering::SeqCst);
@@ -75,6 +93,7 @@ pub async fn start(addr: SocketAddr) -> std::io::Result<StandIn> {
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
+                open_now.fetch_sub(1, Ordering::SeqCst);
             });
             while conns.try_join_next().is_some() {}
         }
@@ -82,6 +101,8 @@ pub async fn start(addr: SocketAddr) -> std::io::Result<StandIn> {
     Ok(StandIn {
         addr,
         requests,
+        connections,
+        open,
         task,
     })
 }

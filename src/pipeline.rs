@@ -30,7 +30,8 @@ use crate::guard::limits::check_head;
 use crate::headers::{self, REQUEST_ID};
 use crate::observe::Category;
 use crate::observe::metrics::{
-    RejectionLabels, RequestLabels, RouteLabel, UpstreamFailureLabels, method_label, status_class,
+    RejectionLabels, RequestLabels, RouteLabel, RouteName, UpstreamFailureLabels, method_label,
+    status_class,
 };
 use crate::policy::Policy;
 use crate::state::Shared;
@@ -38,19 +39,19 @@ use crate::state::Shared;
 /// Handles one client request end to end.
 pub async fn handle(
     shared: Arc<Shared>,
+    worker: usize,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    peer: Peer,
 ) -> Response<Observed> {
     let policy = shared.policy.load_full();
-    let request_id = match req
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(headers::valid_request_id)
-    {
-        Some(id) => id.to_string(),
-        None => headers::new_request_id(fastrand::u64(..)),
+    // Kept as a header value: it is sent twice (upstream and back) and cloning one is
+    // a reference count, not a copy.
+    let request_id = match req.headers().get(REQUEST_ID) {
+        Some(v) if headers::valid_request_id(v).is_some() => v.clone(),
+        _ => HeaderValue::from_str(&headers::new_request_id(fastrand::u64(..)))
+            .unwrap_or_else(|_| HeaderValue::from_static("req_000000000000")),
     };
-    let mut ctx = Ctx::new(shared, request_id, &req);
+    let mut ctx = Ctx::new(shared, worker, request_id, &req);
     let (parts, body) = req.into_parts();
     let mut body = Some(body);
     let result = match admit(&ctx, &policy) {
@@ -86,7 +87,7 @@ async fn proxy(
     policy: &Policy,
     mut parts: http::request::Parts,
     body: &mut Option<Incoming>,
-    peer: SocketAddr,
+    peer: Peer,
 ) -> Result<Response<BoxBody>, Failure> {
     // route
     let Some(route) = policy.routes.find(&parts.method, parts.uri.path()) else {
@@ -102,11 +103,11 @@ async fn proxy(
     let Some(incoming) = body.take() else {
         return Err(Failure::Internal);
     };
-    prepare_request_headers(&mut parts, &ctx.request_id, peer);
+    prepare_request_headers(&mut parts, &ctx.request_id, &peer);
     let stats = Arc::new(BodyStats::default());
     ctx.body_in = Some(stats.clone());
     let body = Limited::new(incoming, route.max_body, stats.clone()).boxed_unsync();
-    let upstream = ctx.shared.upstream.load_full();
+    let upstream = ctx.shared.upstreams[ctx.worker].load_full();
     let sent = Instant::now();
     let result = upstream
         .send(Request::from_parts(parts, body), route.timeout)
@@ -135,7 +136,7 @@ async fn proxy(
         .metrics
         .upstream_duration
         .get_or_create(&RouteLabel {
-            route: route.name.to_string(),
+            route: RouteName(route.name.clone()),
         })
         .observe(upstream_time.as_secs_f64());
     ctx.upstream_status = Some(resp.status().as_u16());
@@ -143,15 +144,17 @@ async fn proxy(
     // response
     let (mut parts, incoming) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
-        parts.headers.insert(REQUEST_ID, id);
-    }
+    parts.headers.insert(REQUEST_ID, ctx.request_id.clone());
     let body = IdleTimeout::new(incoming, route.timeout).boxed_unsync();
     Ok(Response::from_parts(parts, body))
 }
 
 /// Rewrites the request head for the upstream (DESIGN §4).
-fn prepare_request_headers(parts: &mut http::request::Parts, request_id: &str, peer: SocketAddr) {
+fn prepare_request_headers(
+    parts: &mut http::request::Parts,
+    request_id: &HeaderValue,
+    peer: &Peer,
+) {
     let h = &mut parts.headers;
     headers::strip_hop_by_hop(h);
     // sitegate already answered any `Expect: 100-continue` by reading the body.
@@ -168,17 +171,36 @@ fn prepare_request_headers(parts: &mut http::request::Parts, request_id: &str, p
     if let Some(host) = h.get(HOST).cloned() {
         h.insert(headers::FORWARDED_HOST, host);
     }
-    let ip = peer.ip().to_string();
-    let xff = match h.get(headers::FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
+    let xff = match h.get(headers::FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        Some(prev) => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + peer.ip.len());
+            v.extend_from_slice(prev);
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(peer.ip.as_bytes());
+            HeaderValue::from_bytes(&v).unwrap_or_else(|_| peer.ip.clone())
+        }
+        None => peer.ip.clone(),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert(headers::FORWARDED_FOR, v);
-    }
+    h.insert(headers::FORWARDED_FOR, xff);
     h.insert(headers::FORWARDED_PROTO, HeaderValue::from_static("http"));
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        h.insert(REQUEST_ID, v);
+    h.insert(REQUEST_ID, request_id.clone());
+}
+
+/// The client end of a connection, computed once per connection.
+#[derive(Clone)]
+pub struct Peer {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// Its IP as a header value, for `X-Forwarded-For`.
+    pub ip: HeaderValue,
+}
+
+impl Peer {
+    /// The peer of a newly accepted connection.
+    pub fn new(addr: SocketAddr) -> Self {
+        let ip = HeaderValue::from_str(&addr.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Peer { addr, ip }
     }
 }
 
@@ -187,9 +209,10 @@ fn prepare_request_headers(parts: &mut http::request::Parts, request_id: &str, p
 /// duration and byte counts cover the whole response.
 pub(crate) struct Ctx {
     shared: Arc<Shared>,
-    request_id: String,
+    worker: usize,
+    request_id: HeaderValue,
     method: Method,
-    path: String,
+    uri: http::Uri,
     route: Arc<str>,
     start: Instant,
     inflight_at_start: usize,
@@ -204,15 +227,20 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    fn new(shared: Arc<Shared>, request_id: String, req: &Request<Incoming>) -> Self {
+    fn new(
+        shared: Arc<Shared>,
+        worker: usize,
+        request_id: HeaderValue,
+        req: &Request<Incoming>,
+    ) -> Self {
         let inflight_at_start = shared.inflight.fetch_add(1, Ordering::Relaxed) + 1;
         shared.metrics.inflight.inc();
         Ctx {
             shared,
+            worker,
             request_id,
             method: req.method().clone(),
-            // The query string is left out: it may carry credentials.
-            path: req.uri().path().to_string(),
+            uri: req.uri().clone(),
             route: Arc::from(crate::policy::UNMATCHED),
             start: Instant::now(),
             inflight_at_start,
@@ -227,6 +255,11 @@ impl Ctx {
         }
     }
 
+    /// The request id as text (it is always ASCII: checked or generated).
+    fn id(&self) -> &str {
+        self.request_id.to_str().unwrap_or("")
+    }
+
     /// Renders a failure, and counts it.
     fn fail(&mut self, failure: &Failure) -> Response<BoxBody> {
         let code = failure.code();
@@ -234,26 +267,26 @@ impl Ctx {
         let m = &self.shared.metrics;
         m.rejections
             .get_or_create(&RejectionLabels {
-                route: self.route.to_string(),
+                route: RouteName(self.route.clone()),
                 code: code.as_str(),
             })
             .inc();
         if let Failure::Upstream(f) = failure {
             m.upstream_failures
                 .get_or_create(&UpstreamFailureLabels {
-                    route: self.route.to_string(),
+                    route: RouteName(self.route.clone()),
                     reason: f.as_str(),
                 })
                 .inc();
             tracing::warn!(
                 category = Category::SystemError.as_str(),
-                request_id = %self.request_id,
+                request_id = self.id(),
                 route = %self.route,
                 reason = f.as_str(),
                 "upstream request failed"
             );
         }
-        render(failure, &self.request_id).map(body::full)
+        render(failure, self.id()).map(body::full)
     }
 }
 
@@ -268,23 +301,24 @@ impl Drop for Ctx {
         m.bytes_out.inc_by(self.bytes_out);
         m.requests
             .get_or_create(&RequestLabels {
-                route: self.route.to_string(),
+                route: RouteName(self.route.clone()),
                 method: method_label(&self.method),
                 status: status_class(self.status),
             })
             .inc();
         m.request_duration
             .get_or_create(&RouteLabel {
-                route: self.route.to_string(),
+                route: RouteName(self.route.clone()),
             })
             .observe(elapsed.as_secs_f64());
         tracing::info!(
             target: "sitegate::access",
             category = Category::Access.as_str(),
-            request_id = %self.request_id,
+            request_id = self.id(),
             route = %self.route,
             method = %self.method,
-            path = %self.path,
+            // The query string is left out: it may carry credentials.
+            path = self.uri.path(),
             status = self.status,
             duration_ms = millis(elapsed),
             bytes_in,
@@ -332,7 +366,7 @@ impl Body for Observed {
                 this.ctx.stream_error = true;
                 tracing::warn!(
                     category = Category::SystemError.as_str(),
-                    request_id = %this.ctx.request_id,
+                    request_id = this.ctx.id(),
                     route = %this.ctx.route,
                     error = %e,
                     "response body failed mid-stream; the client sees a truncated response"

@@ -168,9 +168,9 @@ fn reload_once(
             shared.overrides.apply(&mut next);
             let restart_required = current.restart_required(&next);
             if current.upstream.pool_differs(&next.upstream) {
-                shared
-                    .upstream
-                    .store(Arc::new(Upstream::new(&next.upstream)));
+                for slot in &shared.upstreams {
+                    slot.store(Arc::new(Upstream::new(&next.upstream)));
+                }
             }
             if next.logging.level != current.logging.level
                 && let Some(set) = &shared.set_log_level

@@ -15,7 +15,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -47,7 +47,7 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
-/// A running proxy: its bound addresses, its state, and the tasks it owns.
+/// A running proxy: its bound addresses, its state, and the threads and tasks it owns.
 pub struct Running {
     /// Where the proxy listens (the real port when the policy said 0).
     pub addr: SocketAddr,
@@ -56,7 +56,7 @@ pub struct Running {
     /// The shared state (policy, metrics, ...).
     pub shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
-    proxy: JoinHandle<()>,
+    workers: Vec<oneshot::Receiver<()>>,
     others: Vec<JoinHandle<()>>,
 }
 
@@ -68,9 +68,11 @@ impl Running {
         let _ = self.shutdown.send(true);
     }
 
-    /// Waits for the drain to end, then stops the admin listener and the reloader.
+    /// Waits for every worker to drain, then stops the admin listener and the reloader.
     pub async fn wait(self) {
-        let _ = self.proxy.await;
+        for done in self.workers {
+            let _ = done.await;
+        }
         for task in self.others {
             task.abort();
         }
@@ -78,28 +80,39 @@ impl Running {
 }
 
 /// Binds the listeners and starts serving `policy`, loaded from `options.config`.
+///
+/// The proxy runs thread-per-core: each worker is a thread with its own single-threaded
+/// runtime, accepting from the shared listening socket, with its own upstream pool. A
+/// request never leaves the thread that accepted its connection, so there are no
+/// cross-thread wake-ups on the hot path (nginx's worker model). The admin listener and
+/// the reloader run on the caller's runtime.
 pub async fn start(mut policy: Policy, options: Options) -> Result<Running, BindError> {
     options.overrides.apply(&mut policy);
-    let bind = |addr: SocketAddr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| BindError { addr, source })
+    let listener = bind(policy.server.listen)?;
+    let admin_listener =
+        TcpListener::from_std(bind(policy.server.admin_listen)?).map_err(|source| BindError {
+            addr: policy.server.admin_listen,
+            source,
+        })?;
+    let local = |l: &std::net::TcpListener, addr| {
+        l.local_addr().map_err(|source| BindError { addr, source })
     };
-    let listener = bind(policy.server.listen).await?;
-    let admin_listener = bind(policy.server.admin_listen).await?;
-    let addr = listener.local_addr().map_err(|source| BindError {
-        addr: policy.server.listen,
-        source,
-    })?;
+    let addr = local(&listener, policy.server.listen)?;
     let admin_addr = admin_listener.local_addr().map_err(|source| BindError {
         addr: policy.server.admin_listen,
         source,
     })?;
+    let workers = policy
+        .server
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
 
     let (reload_tx, reload_rx) = mpsc::channel(64);
     let header_read_timeout = policy.server.header_read_timeout;
     let shared = Arc::new(Shared {
-        upstream: ArcSwap::from_pointee(Upstream::new(&policy.upstream)),
+        upstreams: (0..workers)
+            .map(|_| ArcSwap::from_pointee(Upstream::new(&policy.upstream)))
+            .collect(),
         policy: ArcSwap::from_pointee(policy),
         metrics: Metrics::default(),
         inflight: AtomicUsize::new(0),
@@ -115,12 +128,25 @@ pub async fn start(mut policy: Policy, options: Options) -> Result<Running, Bind
         set_log_level: options.set_log_level,
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let proxy = tokio::spawn(serve_proxy(
-        listener,
-        shared.clone(),
-        shutdown_rx.clone(),
-        header_read_timeout,
-    ));
+    let mut done = Vec::with_capacity(workers);
+    for worker in 0..workers {
+        let listener = listener
+            .try_clone()
+            .map_err(|source| BindError { addr, source })?;
+        let (tx, rx) = oneshot::channel();
+        let (shared, shutdown_rx) = (shared.clone(), shutdown_rx.clone());
+        std::thread::Builder::new()
+            .name(format!("sitegate-worker-{worker}"))
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt.block_on(serve_proxy(listener, shared, worker, shutdown_rx, header_read_timeout)),
+                    Err(e) => tracing::error!(category = Category::SystemError.as_str(), error = %e, "cannot start a worker runtime"),
+                }
+                let _ = tx.send(());
+            })
+            .map_err(|source| BindError { addr, source })?;
+        done.push(rx);
+    }
     let admin = tokio::spawn(admin::serve(admin_listener, shared.clone()));
     let reloader = tokio::spawn(reload::run(
         shared.clone(),
@@ -135,6 +161,7 @@ pub async fn start(mut policy: Policy, options: Options) -> Result<Running, Bind
         admin_listen = %admin_addr,
         upstream = %policy.upstream.authority,
         policy_version = %policy.version,
+        workers,
         "sitegate listening"
     );
     Ok(Running {
@@ -142,9 +169,27 @@ pub async fn start(mut policy: Policy, options: Options) -> Result<Running, Bind
         admin_addr,
         shared,
         shutdown,
-        proxy,
+        workers: done,
         others: vec![admin, reloader],
     })
+}
+
+/// A non-blocking listening socket, with `SO_REUSEADDR` so a restart does not wait for
+/// old connections in TIME_WAIT (never `SO_REUSEPORT`: a second sitegate on the same
+/// port must fail, not silently share it).
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, BindError> {
+    let err = |source| BindError { addr, source };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .map_err(err)?;
+    socket.set_reuse_address(true).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    socket.listen(1024).map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
+    Ok(socket.into())
 }
 
 /// A panic inside a request becomes a 500 JSON, never a reset connection.
@@ -154,12 +199,21 @@ fn on_panic(_: Box<dyn std::any::Any + Send>) -> Response<http_body_util::Full<b
     render(&Failure::Internal, &id).map(http_body_util::Full::new)
 }
 
+/// One worker's accept loop, then its share of the drain.
 async fn serve_proxy(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     shared: Arc<Shared>,
+    worker: usize,
     mut shutdown: watch::Receiver<bool>,
     header_read_timeout: Duration,
 ) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(category = Category::SystemError.as_str(), error = %e, worker, "cannot register the listener");
+            return;
+        }
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -171,14 +225,15 @@ async fn serve_proxy(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
+                Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
+                    let peer = pipeline::Peer::new(addr);
                     let shared = shared.clone();
                     let svc = tower::ServiceBuilder::new()
                         .layer(CatchPanicLayer::custom(on_panic))
                         .service_fn(move |req| {
-                            let shared = shared.clone();
-                            async move { Ok::<_, Infallible>(pipeline::handle(shared, req, peer).await) }
+                            let (shared, peer) = (shared.clone(), peer.clone());
+                            async move { Ok::<_, Infallible>(pipeline::handle(shared, worker, req, peer).await) }
                         });
                     let conn = builder
                         .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
@@ -202,17 +257,17 @@ async fn serve_proxy(
     let grace = shared.policy.load().server.shutdown_grace;
     tracing::info!(
         category = Category::Config.as_str(),
+        worker,
         connections = graceful.count(),
         grace_secs = grace.as_secs_f64(),
         "draining: no new connections; finishing in-flight requests"
     );
     tokio::select! {
-        _ = graceful.shutdown() => {
-            tracing::info!(category = Category::Config.as_str(), "drained");
-        }
+        _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(grace) => {
             tracing::warn!(
                 category = Category::Config.as_str(),
+                worker,
                 connections = conns.len(),
                 "shutdown grace ran out; closing the remaining connections"
             );

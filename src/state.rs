@@ -101,8 +101,9 @@ pub struct ReloadStatus {
 pub struct Shared {
     /// The serving policy; each request takes one snapshot.
     pub policy: ArcSwap<Policy>,
-    /// The upstream pool; replaced only when its settings change.
-    pub upstream: ArcSwap<Upstream>,
+    /// One upstream pool per worker (a pool's connections live on its worker's
+    /// runtime); replaced only when the upstream settings change.
+    pub upstreams: Vec<ArcSwap<Upstream>>,
     /// Every metric.
     pub metrics: Metrics,
     /// Requests being handled.

@@ -123,9 +123,8 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
         diags.extend(sink.diags);
     }
     let unmatched = unmatched.map(|(u, _)| u.action).unwrap_or_default();
-    let server = server.map(|(s, _)| s).unwrap_or_default();
 
-    let server = compile_server(server);
+    let server = compile_server(server, &mut diags);
     let upstream = compile_upstream(upstream, &mut diags);
     let limits = compile_limits(limits, &mut diags);
     let logging = compile_logging(logging, &mut diags);
@@ -145,7 +144,26 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
     })
 }
 
-fn compile_server(raw: RawServer) -> ServerSettings {
+fn compile_server(
+    raw: Option<(RawServer, &Source)>,
+    diags: &mut Vec<Diagnostic>,
+) -> ServerSettings {
+    let (raw, src) = match raw {
+        Some((raw, src)) => (raw, Some(src)),
+        None => (RawServer::default(), None),
+    };
+    let workers = match (raw.workers, src) {
+        (Some(w), Some(src)) if *w.get_ref() == 0 || *w.get_ref() > 256 => {
+            diags.push(Diagnostic::at(
+                &src.path,
+                &src.text,
+                Some(w.span()),
+                "server.workers must be between 1 and 256 (leave it out for one per CPU)",
+            ));
+            None
+        }
+        (w, _) => w.map(Spanned::into_inner),
+    };
     ServerSettings {
         listen: raw.listen.unwrap_or(([127, 0, 0, 1], 8080).into()),
         admin_listen: raw.admin_listen.unwrap_or(([127, 0, 0, 1], 9901).into()),
@@ -153,6 +171,7 @@ fn compile_server(raw: RawServer) -> ServerSettings {
             .header_read_timeout
             .map_or(Duration::from_secs(10), |d| d.0),
         shutdown_grace: raw.shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),
+        workers,
     }
 }
 

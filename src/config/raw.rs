@@ -38,6 +38,7 @@ pub struct RawServer {
     pub admin_listen: Option<SocketAddr>,
     pub header_read_timeout: Option<Dur>,
     pub shutdown_grace: Option<Dur>,
+    pub workers: Option<Spanned<usize>>,
 }
 
 /// `[upstream]`

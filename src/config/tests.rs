@@ -218,3 +218,17 @@ fn type_errors_do_not_echo_the_value() {
         vec!["main.toml:2:16: invalid type: string, expected usize".to_string()]
     );
 }
+
+#[test]
+fn workers_are_bounded_and_restart_only() {
+    let e = errors("[server]\nworkers = 0\n");
+    assert!(
+        e[0].starts_with("main.toml:2:11: server.workers must be between 1 and 256"),
+        "{e:?}"
+    );
+    let a = compile_one("[server]\nworkers = 2\n").unwrap();
+    let b = compile_one("[server]\nworkers = 3\n").unwrap();
+    assert_eq!(a.server.workers, Some(2));
+    assert_eq!(a.restart_required(&b), vec!["server.workers"]);
+    assert_eq!(compile_one("").unwrap().server.workers, None);
+}

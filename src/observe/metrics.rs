@@ -1,18 +1,32 @@
 //! Every Prometheus metric sitegate exports, named once here (DESIGN §7), encoded by
 //! `prometheus-client` in the Prometheus text format.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::fmt::Write;
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// A route name as a label value: shares the policy's string instead of copying it
+/// on every request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct RouteName(pub Arc<str>);
+
+impl EncodeLabelValue for RouteName {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&self.0)
+    }
+}
+
 /// Labels of one finished request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// Route name (`unmatched` for the rest).
-    pub route: String,
+    pub route: RouteName,
     /// Request method (`OTHER` for non-standard ones, to bound cardinality).
     pub method: &'static str,
     /// Status class: `2xx`, `4xx`, ...
@@ -23,14 +37,14 @@ pub struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabel {
     /// Route name.
-    pub route: String,
+    pub route: RouteName,
 }
 
 /// Labels of a request sitegate refused.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectionLabels {
     /// Route name.
-    pub route: String,
+    pub route: RouteName,
     /// DESIGN §5 error code.
     pub code: &'static str,
 }
@@ -39,7 +53,7 @@ pub struct RejectionLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamFailureLabels {
     /// Route name.
-    pub route: String,
+    pub route: RouteName,
     /// Failure reason (`connect`, `timeout`, ...).
     pub reason: &'static str,
 }
@@ -202,13 +216,15 @@ mod tests {
         let m = Metrics::default();
         m.requests
             .get_or_create(&RequestLabels {
-                route: "r".into(),
+                route: RouteName("r".into()),
                 method: "GET",
                 status: "2xx",
             })
             .inc();
         m.request_duration
-            .get_or_create(&RouteLabel { route: "r".into() })
+            .get_or_create(&RouteLabel {
+                route: RouteName("r".into()),
+            })
             .observe(0.01);
         m.reloads
             .get_or_create(&ReloadLabels { result: "error" })

@@ -42,6 +42,8 @@ pub struct ServerSettings {
     pub header_read_timeout: Duration,
     /// How long in-flight requests may run after SIGTERM.
     pub shutdown_grace: Duration,
+    /// Worker threads serving the proxy listener; `None` for one per CPU.
+    pub workers: Option<usize>,
 }
 
 /// The application behind sitegate.
@@ -101,6 +103,9 @@ impl Policy {
         }
         if self.server.header_read_timeout != next.server.header_read_timeout {
             out.push("server.header_read_timeout");
+        }
+        if self.server.workers != next.server.workers {
+            out.push("server.workers");
         }
         if self.logging.format != next.logging.format {
             out.push("logging.format");

@@ -51,6 +51,19 @@ impl Env {
         Env::start_with(routes, "").await
     }
 
+    /// Same, with the main file rewritten by `edit`.
+    pub async fn start_with_main(edit: impl FnOnce(String) -> String) -> Env {
+        let app = sitegate::demo::start(([127, 0, 0, 1], 0).into())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let main = edit(main_toml(&app.addr.to_string(), ""));
+        std::fs::write(dir.path().join("sitegate.toml"), main).unwrap();
+        std::fs::write(dir.path().join("routes.toml"), "").unwrap();
+        let proxy = start_proxy(&dir.path().join("sitegate.toml"), Overrides::default()).await;
+        Env { dir, app, proxy }
+    }
+
     /// Same, with `extra` appended to the main file (e.g. a `[limits]` section).
     pub async fn start_with(routes: &str, extra: &str) -> Env {
         let app = sitegate::demo::start(([127, 0, 0, 1], 0).into())

@@ -375,3 +375,62 @@ async fn shutdown_drains_in_flight_requests() {
         .await
         .expect("drain did not end");
 }
+
+#[tokio::test]
+async fn upstream_connections_are_reused_and_idle_ones_closed() {
+    // One worker: each worker keeps its own pool, and every `get` here opens a new
+    // client connection that any worker may accept.
+    let env = Env::start_with_main(|main| {
+        main.replace(
+            "shutdown_grace = \"5s\"",
+            "shutdown_grace = \"5s\"\nworkers = 1",
+        )
+        .replace(
+            "timeout = \"5s\"",
+            "timeout = \"5s\"\npool_idle_timeout = \"300ms\"",
+        )
+    })
+    .await;
+    for _ in 0..10 {
+        assert_eq!(get(&env.url("/health")).await.status, 200);
+    }
+    assert_eq!(
+        env.app.connections(),
+        1,
+        "sequential requests did not share one upstream connection"
+    );
+    assert_eq!(env.app.open_connections(), 1);
+    // The pool's timer closes the idle connection.
+    assert_eventually(
+        "the idle upstream connection is closed",
+        Duration::from_secs(5),
+        || {
+            let open = env.app.open_connections();
+            async move { open == 0 }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = Env::start_with_main(|main| {
+        main.replace(
+            "shutdown_grace = \"5s\"",
+            "shutdown_grace = \"5s\"\nheader_read_timeout = \"300ms\"",
+        )
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(env.proxy.addr)
+        .await
+        .unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // Never sends the blank line: the proxy closes the connection at the timeout.
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection was still open after 5 s");
+    assert_eq!(env.app.requests(), 0);
+}
