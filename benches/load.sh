@@ -7,8 +7,9 @@
 #   DURATION=30s CONNS=100 bash benches/load.sh
 #
 # Installs wrk and nginx from Debian's packages when they are missing (needs root).
-# Prints requests/s and p50/p99 latency per case, the sitegate/nginx ratios, and
-# sitegate's idle and peak RSS. Everything listens on 127.0.0.1 only.
+# Prints requests/s, p50/p99 latency and the CPU the process under test spent per
+# request (user and kernel) per case, the sitegate/nginx ratios, and sitegate's idle and
+# peak RSS. Everything listens on 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,7 +50,8 @@ wait_port() {
 
 # The upstream.
 target/release/examples/upstream "127.0.0.1:$UP_PORT" >/dev/null &
-pids+=($!)
+up_pid=$!
+pids+=($up_pid)
 wait_port "$UP_PORT"
 
 # nginx: the reference reverse proxy, configured the way an operator would for this.
@@ -103,29 +105,40 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = [[$body]]
 LUA
 
+# CPU ticks (user, system) used so far by a set of processes.
+ticks() { local u=0 s=0; for p in "$@"; do read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat"); u=$((u + a)); s=$((s + b)); done; echo "$u $s"; }
+hz=$(getconf CLK_TCK)
+
 declare -A RPS P50 P99
-run_case() { # name url [script]
-    local name=$1 url=$2 script=${3:-}
-    local args=(-t"$THREADS" -c"$CONNS" -d"$DURATION" --latency)
+run_case() { # name url script pids...
+    local name=$1 url=$2 script=$3
+    shift 3
+    local args=(-t"$THREADS" -c"$CONNS" -d3s --latency)
     [ -n "$script" ] && args+=(-s "$script")
     wrk "${args[@]}" "$url" >/dev/null 2>&1 || true   # warm-up of pools and caches
-    local out
+    local out before after
+    before=$(ticks "$@")
     out=$(wrk "${args[@]}" -d"$DURATION" "$url")
+    after=$(ticks "$@")
     RPS[$name]=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
     P50[$name]=$(awk '$1=="50%" {print $2}' <<<"$out")
     P99[$name]=$(awk '$1=="99%" {print $2}' <<<"$out")
-    local errors
+    local n errors cpu
+    n=$(awk '/requests in/ {print $1}' <<<"$out")
     errors=$(awk '/Non-2xx|Socket errors/' <<<"$out")
-    printf '%-22s %10s req/s   p50 %-9s p99 %-9s %s\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" "$errors"
+    # CPU of the process under test per request, split into user and kernel time.
+    cpu=$(python3 -c "b='$before'.split(); a='$after'.split(); n=$n; hz=$hz
+print(f'{(int(a[0])-int(b[0]))/hz/n*1e6:5.1f} user + {(int(a[1])-int(b[1]))/hz/n*1e6:5.1f} sys us/req')")
+    printf '%-15s %10s req/s  p50 %-9s p99 %-9s  %s %s\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" "$cpu" "$errors"
 }
 
 echo "wrk -t$THREADS -c$CONNS -d$DURATION on $(nproc) cores; $(date -u +%FT%TZ)"
 for kind in get post; do
     script=""
     [ "$kind" = post ] && script="$work/post.lua"
-    run_case "direct-$kind" "http://127.0.0.1:$UP_PORT/api/phase9/intelligence" "$script"
-    run_case "nginx-$kind" "http://127.0.0.1:$NGINX_PORT/api/phase9/intelligence" "$script"
-    run_case "sitegate-$kind" "http://127.0.0.1:$SG_PORT/api/phase9/intelligence" "$script"
+    run_case "direct-$kind" "http://127.0.0.1:$UP_PORT/api/phase9/intelligence" "$script" "$up_pid"
+    run_case "nginx-$kind" "http://127.0.0.1:$NGINX_PORT/api/phase9/intelligence" "$script" $(pgrep -P "$(cat "$work/nginx.pid")")
+    run_case "sitegate-$kind" "http://127.0.0.1:$SG_PORT/api/phase9/intelligence" "$script" "$sg_pid"
 done
 peak_rss=$(rss_kib "$sg_pid" VmHWM)
 
