@@ -68,9 +68,15 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<By
                     json!({"ready": false, "reason": "draining", "policy_version": policy.version}),
                 )
             } else {
+                // An open circuit does not make sitegate unready: it is serving
+                // fallbacks, which is its job.
                 json_response(
                     StatusCode::OK,
-                    json!({"ready": true, "policy_version": policy.version}),
+                    json!({
+                        "ready": true,
+                        "policy_version": policy.version,
+                        "circuit": shared.circuit.state().as_str(),
+                    }),
                 )
             }
         }

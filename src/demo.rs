@@ -3,8 +3,9 @@
 //! the tests check.
 //!
 //! Endpoints: `/health`; the phase 9 / 12 / 13 JSON endpoints; model predict and
-//! retrain; `/api/fail` (500), `/api/slow?ms=N`, `/api/leak` (a fake, documented AWS
-//! example key); and test helpers `/echo` (streams the body back), `/bytes?n=N`
+//! retrain; `/api/fail` (500), `/api/slow?ms=N`, `/api/text` (text where JSON was
+//! promised), `/api/flaky?key=K&fail=N` (503 for the first N calls per key),
+//! `/api/leak` (a fake, documented AWS example key); and test helpers `/echo` (streams the body back), `/bytes?n=N`
 //! (streams N deterministic bytes), `/sha256` (digests a streamed body) and `/headers`
 //! (the request headers as JSON).
 
@@ -204,6 +205,41 @@ async fn route(req: Request<Incoming>) -> Response<BoxBody> {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             json_resp(StatusCode::OK, json!({"status": "finally", "slept_ms": ms}))
         }
+        (Method::GET, ["api", "text"]) => {
+            let mut r = Response::new(full("plain text where JSON was promised\n"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain"),
+            );
+            r
+        }
+        (_, ["api", "flaky"]) => {
+            // Fails with 503 the first `fail` times a `key` is asked for, then answers.
+            let fail = query_u64(&req, "fail").unwrap_or(1);
+            let key = req
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("key=")))
+                .unwrap_or("")
+                .to_string();
+            let seen = {
+                let mut calls = match FLAKY.lock() {
+                    Ok(c) => c,
+                    Err(p) => p.into_inner(),
+                };
+                let n = calls.entry(key).or_insert(0);
+                *n += 1;
+                *n
+            };
+            if seen <= fail {
+                json_resp(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"error": "try again", "call": seen}),
+                )
+            } else {
+                json_resp(StatusCode::OK, json!({"status": "ok", "call": seen}))
+            }
+        }
         (Method::GET, ["api", "leak"]) => json_resp(
             StatusCode::OK,
             json!({
@@ -269,6 +305,10 @@ async fn route(req: Request<Incoming>) -> Response<BoxBody> {
         ),
     }
 }
+
+/// Calls per key of `/api/flaky`.
+static FLAKY: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, u64>>> =
+    std::sync::LazyLock::new(Default::default);
 
 /// Lowercase hex of a digest.
 pub fn hex(bytes: &[u8]) -> String {

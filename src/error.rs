@@ -199,6 +199,20 @@ pub enum UpstreamFailure {
 }
 
 impl UpstreamFailure {
+    /// Every reason, for parsing and docs.
+    pub const ALL: [UpstreamFailure; 5] = [
+        UpstreamFailure::Connect,
+        UpstreamFailure::Timeout,
+        UpstreamFailure::Status5xx,
+        UpstreamFailure::CircuitOpen,
+        UpstreamFailure::InvalidResponse,
+    ];
+
+    /// The reason named `name`, as written in a policy file.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.as_str() == name)
+    }
+
     /// The stable reason name.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -13,6 +13,7 @@ pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod fallback;
 pub mod guard;
 pub mod headers;
 pub mod observe;

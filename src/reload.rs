@@ -167,6 +167,10 @@ fn reload_once(
             *last_failure = None;
             shared.overrides.apply(&mut next);
             let restart_required = current.restart_required(&next);
+            if current.upstream.retry_budget != next.upstream.retry_budget {
+                let budget = crate::state::retry_budget(&next.upstream.retry_budget);
+                shared.retry_budget.store(Arc::new(budget));
+            }
             if current.upstream.pool_differs(&next.upstream) {
                 for slot in &shared.upstreams {
                     slot.store(Arc::new(Upstream::new(&next.upstream)));

@@ -24,7 +24,7 @@ use crate::observe::Category;
 use crate::observe::metrics::Metrics;
 use crate::policy::Policy;
 use crate::state::{LevelSetter, Overrides, ReloadStatus, Shared};
-use crate::upstream::Upstream;
+use crate::upstream::{Circuit, Upstream};
 use crate::{admin, headers, pipeline, reload};
 
 /// How to start a proxy.
@@ -108,12 +108,16 @@ pub async fn start(mut policy: Policy, options: Options) -> Result<Running, Bind
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
 
     let (reload_tx, reload_rx) = mpsc::channel(64);
+    let budget = crate::state::retry_budget(&policy.upstream.retry_budget);
     let header_read_timeout = policy.server.header_read_timeout;
     let shared = Arc::new(Shared {
         upstreams: (0..workers)
             .map(|_| ArcSwap::from_pointee(Upstream::new(&policy.upstream)))
             .collect(),
         policy: ArcSwap::from_pointee(policy),
+        circuit: Circuit::default(),
+        retry_budget: ArcSwap::from_pointee(budget),
+
         metrics: Metrics::default(),
         inflight: AtomicUsize::new(0),
         draining: AtomicBool::new(false),

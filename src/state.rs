@@ -13,7 +13,19 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::observe::metrics::Metrics;
 use crate::policy::Policy;
-use crate::upstream::Upstream;
+use tower::retry::budget::TpsBudget;
+
+use crate::policy::RetryBudgetSettings;
+use crate::upstream::{Circuit, Upstream};
+
+/// A retry budget for `settings`: deposits from the last 10 seconds count.
+pub fn retry_budget(settings: &RetryBudgetSettings) -> TpsBudget {
+    TpsBudget::new(
+        std::time::Duration::from_secs(10),
+        settings.min_per_second,
+        settings.percent / 100.0,
+    )
+}
 
 /// Settings that the command line imposes over the policy files, reapplied after every
 /// reload (the demo points the upstream at its embedded app this way).
@@ -104,6 +116,11 @@ pub struct Shared {
     /// One upstream pool per worker (a pool's connections live on its worker's
     /// runtime); replaced only when the upstream settings change.
     pub upstreams: Vec<ArcSwap<Upstream>>,
+    /// The circuit breaker of the upstream.
+    pub circuit: Circuit,
+    /// Limits retries to a share of the traffic of routes that retry; replaced when
+    /// `[upstream.retry_budget]` changes.
+    pub retry_budget: ArcSwap<TpsBudget>,
     /// Every metric.
     pub metrics: Metrics,
     /// Requests being handled.

@@ -2,7 +2,7 @@
 //! values and touches neither disk nor clock. Every problem is collected, each with its
 //! file, line and column, before the load fails.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -10,11 +10,11 @@ use http::Method;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
-use super::Source;
 use super::diag::{Diagnostic, Diagnostics};
 use super::raw::{
     RawFile, RawLimits, RawLogging, RawRoute, RawServer, RawUnmatched, RawUpstream, UnmatchedAction,
 };
+use super::{Source, SourceKind, compile_route};
 use crate::policy::UNMATCHED;
 use crate::policy::{
     Limits, LoggingSettings, Policy, Route, RouteTable, ServerSettings, UpstreamSettings,
@@ -24,14 +24,14 @@ const DEFAULT_MAX_BODY: u64 = 10 << 20;
 const DEFAULT_MAX_INFLIGHT: usize = 1024;
 
 /// Collects problems against the file they belong to.
-struct Sink<'a> {
-    diags: Vec<Diagnostic>,
-    file: &'a Path,
-    text: &'a str,
+pub(super) struct Sink<'a> {
+    pub(super) diags: Vec<Diagnostic>,
+    pub(super) file: &'a Path,
+    pub(super) text: &'a str,
 }
 
 impl Sink<'_> {
-    fn at<T>(&mut self, spanned: &Spanned<T>, message: impl Into<String>) {
+    pub(super) fn at<T>(&mut self, spanned: &Spanned<T>, message: impl Into<String>) {
         self.diags.push(Diagnostic::at(
             self.file,
             self.text,
@@ -82,7 +82,12 @@ fn claim<'s, T>(
 pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
     let mut diags = Vec::new();
     let mut parsed: Vec<(&Source, RawFile)> = Vec::new();
-    for src in sources {
+    let data: HashMap<&Path, &Source> = sources
+        .iter()
+        .filter(|s| s.kind == SourceKind::Data)
+        .map(|s| (s.path.as_path(), s))
+        .collect();
+    for src in sources.iter().filter(|s| s.kind == SourceKind::Policy) {
         match toml::from_str::<RawFile>(&src.text) {
             Ok(raw) => parsed.push((src, raw)),
             // The message of a toml error never quotes the input; its Display would.
@@ -128,7 +133,7 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
     let upstream = compile_upstream(upstream, &mut diags);
     let limits = compile_limits(limits, &mut diags);
     let logging = compile_logging(logging, &mut diags);
-    let table = compile_routes(routes, unmatched, &limits, &upstream, &mut diags);
+    let table = compile_routes(routes, unmatched, &limits, &upstream, &data, &mut diags);
 
     if !diags.is_empty() {
         return Err(Diagnostics(diags));
@@ -202,6 +207,8 @@ fn compile_upstream(
             .pool_idle_timeout
             .map_or(Duration::from_secs(90), |d| d.0),
         pool_max_idle: raw.pool_max_idle.unwrap_or(256),
+        circuit: compile_route::circuit(raw.circuit.unwrap_or_default(), src, diags),
+        retry_budget: compile_route::retry_budget(raw.retry_budget.unwrap_or_default(), src, diags),
     }
 }
 
@@ -301,6 +308,7 @@ fn compile_routes(
     unmatched: UnmatchedAction,
     limits: &Limits,
     upstream: &UpstreamSettings,
+    data: &HashMap<&Path, &Source>,
     diags: &mut Vec<Diagnostic>,
 ) -> RouteTable {
     let mut names: HashSet<String> = HashSet::new();
@@ -363,14 +371,23 @@ fn compile_routes(
             }
         }
 
-        routes.push(Route::new(
+        let mut route = Route::new(
             name,
             Some(router),
             methods,
             r.max_body.map_or(limits.max_body, |s| s.0),
             content_types,
             r.timeout.map_or(upstream.timeout, |d| d.0),
-        ));
+        );
+        route.fallback = r
+            .fallback
+            .and_then(|f| compile_route::fallback(f, src, data, &mut sink));
+        route.expect_json = r.expect_json.unwrap_or(false);
+        if let Some(statuses) = r.failure_statuses {
+            route.failure_statuses = compile_route::statuses(&statuses, &mut sink);
+        }
+        route.retry = r.retry.and_then(|rt| compile_route::retry(rt, &mut sink));
+        routes.push(route);
         diags.extend(sink.diags);
     }
     let unmatched = (unmatched == UnmatchedAction::Pass).then(|| {

@@ -3,6 +3,7 @@
 //! `file:line:col: message` diagnostic.
 
 mod compile;
+mod compile_route;
 pub mod diag;
 pub mod raw;
 pub mod units;
@@ -28,6 +29,28 @@ pub struct Source {
     pub path: PathBuf,
     /// The file's text.
     pub text: String,
+    /// A TOML policy file, or a file one of them names.
+    pub kind: SourceKind,
+}
+
+/// What a policy source is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// The main file or an included TOML file.
+    Policy,
+    /// A file a policy file names (a fallback body, ...).
+    Data,
+}
+
+impl Source {
+    /// A TOML policy file.
+    pub fn policy(path: impl Into<PathBuf>, text: impl Into<String>) -> Self {
+        Source {
+            path: path.into(),
+            text: text.into(),
+            kind: SourceKind::Policy,
+        }
+    }
 }
 
 /// Reads and compiles the policy rooted at `main`.
@@ -46,10 +69,7 @@ struct Includes {
 /// the reloader watches and hashes.
 pub fn read_sources(main: &Path) -> Result<Vec<Source>, Diagnostics> {
     let text = read_policy_file(main).map_err(|d| Diagnostics(vec![d]))?;
-    let mut sources = vec![Source {
-        path: main.to_path_buf(),
-        text,
-    }];
+    let mut sources = vec![Source::policy(main, text)];
     // A main file that does not parse is reported by `compile` with its position.
     let Ok(includes) = toml::from_str::<Includes>(&sources[0].text) else {
         return Ok(sources);
@@ -64,14 +84,66 @@ pub fn read_sources(main: &Path) -> Result<Vec<Source>, Diagnostics> {
             continue;
         }
         match read_policy_file(&path) {
-            Ok(text) => sources.push(Source { path, text }),
+            Ok(text) => sources.push(Source::policy(path, text)),
             Err(d) => diags.push(at(d.message)),
         }
     }
+    read_data_files(&mut sources, &mut diags);
     if diags.is_empty() {
         Ok(sources)
     } else {
         Err(Diagnostics(diags))
+    }
+}
+
+/// The files a policy file names, found without checking anything else (`compile`
+/// does that).
+#[derive(Deserialize)]
+struct Refs {
+    #[serde(default)]
+    route: Vec<RouteRefs>,
+}
+
+#[derive(Deserialize)]
+struct RouteRefs {
+    fallback: Option<FallbackRefs>,
+}
+
+#[derive(Deserialize)]
+struct FallbackRefs {
+    file: Option<Spanned<String>>,
+}
+
+/// Reads every file the policy files name (fallback bodies) as `Data` sources, so
+/// they are hashed, watched and reloaded with the policy.
+fn read_data_files(sources: &mut Vec<Source>, diags: &mut Vec<Diagnostic>) {
+    let mut found = Vec::new();
+    for src in sources.iter() {
+        let Ok(refs) = toml::from_str::<Refs>(&src.text) else {
+            continue;
+        };
+        for file in refs.route.into_iter().filter_map(|r| r.fallback?.file) {
+            let path = compile_route::resolve(&src.path, file.get_ref());
+            if found.iter().all(|(p, _)| *p != path) {
+                found.push((
+                    path,
+                    Diagnostic::at(&src.path, &src.text, Some(file.span()), ""),
+                ));
+            }
+        }
+    }
+    for (path, at) in found {
+        match read_policy_file(&path) {
+            Ok(text) => sources.push(Source {
+                path,
+                text,
+                kind: SourceKind::Data,
+            }),
+            Err(d) => diags.push(Diagnostic {
+                message: d.message,
+                ..at
+            }),
+        }
     }
 }
 

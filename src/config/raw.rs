@@ -50,6 +50,25 @@ pub struct RawUpstream {
     pub timeout: Option<Dur>,
     pub pool_idle_timeout: Option<Dur>,
     pub pool_max_idle: Option<usize>,
+    pub circuit: Option<RawCircuit>,
+    pub retry_budget: Option<RawRetryBudget>,
+}
+
+/// `[upstream.circuit]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCircuit {
+    pub consecutive_failures: Option<Spanned<u32>>,
+    pub open_for: Option<Dur>,
+    pub max_open_for: Option<Dur>,
+}
+
+/// `[upstream.retry_budget]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetryBudget {
+    pub percent: Option<Spanned<f32>>,
+    pub min_per_second: Option<u32>,
 }
 
 /// `[limits]`
@@ -89,6 +108,41 @@ pub struct RawRoute {
     pub max_body: Option<Size>,
     pub content_types: Option<Vec<Spanned<String>>>,
     pub timeout: Option<Dur>,
+    pub fallback: Option<Spanned<RawFallback>>,
+    pub expect_json: Option<bool>,
+    pub failure_statuses: Option<Vec<Spanned<u16>>>,
+    pub retry: Option<Spanned<RawRetry>>,
+}
+
+/// A route's `fallback = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFallback {
+    pub file: Option<Spanned<String>>,
+    pub body: Option<Spanned<String>>,
+    pub status: Option<Spanned<u16>>,
+    pub on: Option<Vec<Spanned<String>>>,
+    pub headers: Option<std::collections::BTreeMap<String, Spanned<String>>>,
+}
+
+/// A route's `retry = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub attempts: Spanned<u32>,
+    pub on: Option<Vec<Spanned<RawRetryOn>>>,
+    pub non_idempotent: Option<bool>,
+    pub max_body: Option<Size>,
+}
+
+/// One entry of `retry.on`: `"connect"` or a status code.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawRetryOn {
+    /// A failure reason (only `connect` is retried).
+    Reason(String),
+    /// An upstream status.
+    Status(u16),
 }
 
 /// `[unmatched]`

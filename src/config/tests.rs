@@ -6,10 +6,7 @@ use http::Method;
 use super::*;
 
 fn src(path: &str, text: &str) -> Source {
-    Source {
-        path: PathBuf::from(path),
-        text: text.to_string(),
-    }
+    Source::policy(PathBuf::from(path), text)
 }
 
 fn compile_one(text: &str) -> Result<Policy, Diagnostics> {
@@ -231,4 +228,85 @@ fn workers_are_bounded_and_restart_only() {
     assert_eq!(a.server.workers, Some(2));
     assert_eq!(a.restart_required(&b), vec!["server.workers"]);
     assert_eq!(compile_one("").unwrap().server.workers, None);
+}
+
+fn with_data(policy: &str, data: &[(&str, &str)]) -> Result<Policy, Diagnostics> {
+    let mut sources = vec![src("dir/main.toml", policy)];
+    for (path, text) in data {
+        sources.push(Source {
+            path: PathBuf::from(path),
+            text: text.to_string(),
+            kind: SourceKind::Data,
+        });
+    }
+    compile(&sources)
+}
+
+#[test]
+fn fallbacks_compile_from_files_next_to_the_policy() {
+    let policy = "[[route]]\nname = \"r\"\npath = \"/r\"\nfallback = { file = \"fb/r.json\", status = 503, on = [\"connect\"] }\n";
+    let p = with_data(policy, &[("dir/fb/r.json", "{\"ok\":false}")]).unwrap();
+    let r = p.routes.find(&Method::GET, "/r").unwrap();
+    let fb = r.fallback.as_ref().unwrap();
+    assert!(fb.covers(crate::error::UpstreamFailure::Connect));
+    assert!(!fb.covers(crate::error::UpstreamFailure::Timeout));
+
+    let e = with_data(policy, &[("dir/fb/r.json", "{oops")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("dir/main.toml:4:21: fallback file dir/fb/r.json is not valid JSON (key must be a string at line 1 column 2)"), "{e}");
+}
+
+#[test]
+fn fallback_and_retry_mistakes_are_reported() {
+    let e = errors(
+        r#"[[route]]
+name = "a"
+path = "/a"
+fallback = { status = 700, on = ["conect"] }
+retry = { attempts = 9, on = ["timeout", 99] }
+"#,
+    );
+    assert_eq!(e.len(), 6, "{e:?}");
+    assert!(
+        e[0].contains(":4:12: a fallback needs exactly one of `file`"),
+        "{e:?}"
+    );
+    assert!(
+        e[1].contains(":4:23: fallback status must be between 100 and 599"),
+        "{e:?}"
+    );
+    assert!(
+        e[2].contains(":4:34: unknown failure; use connect, timeout"),
+        "{e:?}"
+    );
+    assert!(e[3].contains(":5:22: retry.attempts"), "{e:?}");
+    assert!(
+        e[4].contains(":5:31: only `connect` failures and status codes are retried"),
+        "{e:?}"
+    );
+    assert!(
+        e[5].contains(":5:42: a status must be between 100 and 599"),
+        "{e:?}"
+    );
+    let e = errors("[[route]]\nname = \"a\"\npath = \"/a\"\nfallback = { body = \"{\" }\n");
+    assert!(
+        e[0].contains(":4:21: fallback body is not valid JSON"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn circuit_and_retry_budget_defaults() {
+    let p = compile_one("").unwrap();
+    assert_eq!(p.upstream.circuit.consecutive_failures, 5);
+    assert_eq!(p.upstream.circuit.open_for, Duration::from_secs(10));
+    assert_eq!(p.upstream.retry_budget.percent, 20.0);
+    let p = compile_one("[upstream.circuit]\nconsecutive_failures = 0\n").unwrap();
+    assert_eq!(p.upstream.circuit.consecutive_failures, 0);
+    let r = compile_one("[[route]]\nname = \"r\"\npath = \"/r\"\nfailure_statuses = [502, 503]\n")
+        .unwrap();
+    let r = r.routes.find(&Method::GET, "/r").unwrap();
+    assert!(r.failure_statuses.contains(503));
+    assert!(!r.failure_statuses.contains(500));
 }

@@ -66,11 +66,7 @@ mod tests {
 
     fn route(extra: &str) -> crate::policy::Policy {
         let text = format!("[[route]]\nname = \"r\"\npath = \"/r\"\n{extra}\n");
-        compile(&[Source {
-            path: "m.toml".into(),
-            text,
-        }])
-        .unwrap()
+        compile(&[Source::policy("m.toml", text)]).unwrap()
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {

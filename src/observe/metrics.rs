@@ -58,6 +58,15 @@ pub struct UpstreamFailureLabels {
     pub reason: &'static str,
 }
 
+/// Labels of a fallback answer.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FallbackLabels {
+    /// Route name.
+    pub route: RouteName,
+    /// The failure it answered for.
+    pub reason: &'static str,
+}
+
 /// Labels of a reload attempt.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
@@ -80,6 +89,12 @@ pub struct Metrics {
     pub upstream_failures: Family<UpstreamFailureLabels, Counter>,
     /// `sitegate_config_reloads_total{result}`
     pub reloads: Family<ReloadLabels, Counter>,
+    /// `sitegate_fallbacks_total{route,reason}`
+    pub fallbacks: Family<FallbackLabels, Counter>,
+    /// `sitegate_retries_total{route}`
+    pub retries: Family<RouteLabel, Counter>,
+    /// `sitegate_circuit_state`: 0 closed, 1 open, 2 half-open.
+    pub circuit_state: Gauge,
     /// `sitegate_inflight_requests`
     pub inflight: Gauge,
     /// `sitegate_request_bytes_total`
@@ -136,6 +151,24 @@ impl Default for Metrics {
             "Policy reload attempts, by result",
             reloads.clone(),
         );
+        let fallbacks = Family::<FallbackLabels, Counter>::default();
+        registry.register(
+            "fallbacks",
+            "Fallback bodies served instead of a failed upstream answer, by reason",
+            fallbacks.clone(),
+        );
+        let retries = Family::<RouteLabel, Counter>::default();
+        registry.register(
+            "retries",
+            "Upstream requests sent again after a failure",
+            retries.clone(),
+        );
+        let circuit_state = Gauge::default();
+        registry.register(
+            "circuit_state",
+            "Upstream circuit breaker: 0 closed, 1 open, 2 half-open",
+            circuit_state.clone(),
+        );
         let inflight = Gauge::default();
         registry.register(
             "inflight_requests",
@@ -162,6 +195,9 @@ impl Default for Metrics {
             rejections,
             upstream_failures,
             reloads,
+            fallbacks,
+            retries,
+            circuit_state,
             inflight,
             bytes_in,
             bytes_out,

@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use route::{Route, RouteTable, UNMATCHED};
+pub use route::{RetryPolicy, Route, RouteTable, StatusSet, UNMATCHED};
+
+pub use crate::upstream::circuit::CircuitSettings;
 
 pub use crate::config::raw::{LogFormat, UnmatchedAction};
 
@@ -47,7 +49,7 @@ pub struct ServerSettings {
 }
 
 /// The application behind sitegate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamSettings {
     /// `host:port` of the app (plain HTTP: sitegate is its sidecar).
     pub authority: http::uri::Authority,
@@ -60,6 +62,19 @@ pub struct UpstreamSettings {
     pub pool_idle_timeout: Duration,
     /// At most this many idle pooled connections are kept.
     pub pool_max_idle: usize,
+    /// `[upstream.circuit]`
+    pub circuit: CircuitSettings,
+    /// `[upstream.retry_budget]`
+    pub retry_budget: RetryBudgetSettings,
+}
+
+/// How many retries the upstream may get on top of the original requests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryBudgetSettings {
+    /// Retries allowed as a share of recent requests (20.0 = 20 %).
+    pub percent: f32,
+    /// Retries allowed per second whatever the traffic (so a quiet service can retry).
+    pub min_per_second: u32,
 }
 
 impl UpstreamSettings {

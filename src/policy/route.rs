@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use http::Method;
 
+use crate::fallback::Fallback;
+
 /// One compiled route.
 #[derive(Debug)]
 pub struct Route {
@@ -22,6 +24,63 @@ pub struct Route {
     /// Time for the upstream to send response headers, and the longest gap between
     /// two pieces of its body.
     pub timeout: Duration,
+    /// The answer when the upstream fails, if any.
+    pub fallback: Option<Fallback>,
+    /// Responses must be JSON (`invalid-response` otherwise).
+    pub expect_json: bool,
+    /// Upstream statuses that count as the `5xx` failure.
+    pub failure_statuses: StatusSet,
+    /// Retries, when the route opts in.
+    pub retry: Option<RetryPolicy>,
+}
+
+/// A set of HTTP status codes (100–999).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusSet([u64; 16]);
+
+impl StatusSet {
+    /// No status.
+    pub const EMPTY: StatusSet = StatusSet([0; 16]);
+
+    /// 500–599.
+    pub fn server_errors() -> Self {
+        (500..600).collect()
+    }
+
+    /// True when `status` is in the set.
+    pub fn contains(&self, status: u16) -> bool {
+        let s = status as usize;
+        s < 1024 && self.0[s / 64] & (1 << (s % 64)) != 0
+    }
+}
+
+impl FromIterator<u16> for StatusSet {
+    fn from_iter<I: IntoIterator<Item = u16>>(iter: I) -> Self {
+        let mut set = StatusSet::EMPTY;
+        for s in iter {
+            let s = s as usize;
+            if s < 1024 {
+                set.0[s / 64] |= 1 << (s % 64);
+            }
+        }
+        set
+    }
+}
+
+/// A route's retry rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Extra attempts after the first.
+    pub attempts: u32,
+    /// Retry when the app could not be reached.
+    pub on_connect: bool,
+    /// Retry when the app answers one of these statuses.
+    pub statuses: StatusSet,
+    /// Also retry POST and PATCH (the app must make them safe to repeat).
+    pub non_idempotent: bool,
+    /// Largest request body kept in memory so it can be sent again; larger bodies
+    /// stream and are not retried.
+    pub max_body: u64,
 }
 
 impl Route {
@@ -41,6 +100,10 @@ impl Route {
             max_body,
             content_types,
             timeout,
+            fallback: None,
+            expect_json: false,
+            failure_statuses: StatusSet::server_errors(),
+            retry: None,
         }
     }
 

@@ -1,6 +1,8 @@
 //! The pooled HTTP/1.1 client to the application, and the one place where an upstream
 //! error is classified into an `UpstreamFailure`.
 
+pub mod circuit;
+
 use std::error::Error as StdError;
 use std::time::Duration;
 
@@ -80,4 +82,93 @@ fn classify(err: &(dyn StdError + 'static)) -> UpstreamFailure {
         source = e.source();
     }
     UpstreamFailure::Connect
+}
+
+/// The circuit breaker shared by every worker. The lock is held for a few
+/// instructions and never across an await; while the circuit is closed with no failure
+/// counted (the usual case) a flag lets requests pass without taking it.
+pub struct Circuit {
+    breaker: std::sync::Mutex<circuit::Breaker>,
+    clean: std::sync::atomic::AtomicBool,
+}
+
+/// Leave to send one request; say how it ended with [`Circuit::record`]. A permit
+/// dropped without a record (the client went away) gives up its probe.
+pub struct Permit<'a> {
+    circuit: &'a Circuit,
+    probe: bool,
+    recorded: bool,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.probe && !self.recorded {
+            self.circuit.with(|b| b.abandon_probe());
+        }
+    }
+}
+
+impl Default for Circuit {
+    fn default() -> Self {
+        Circuit {
+            breaker: std::sync::Mutex::new(circuit::Breaker::new(tokio::time::Instant::now())),
+            clean: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
+}
+
+impl Circuit {
+    fn with<T>(&self, f: impl FnOnce(&mut circuit::Breaker) -> T) -> T {
+        let mut b = match self.breaker.lock() {
+            Ok(b) => b,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let out = f(&mut b);
+        self.clean
+            .store(b.is_clean(), std::sync::atomic::Ordering::Release);
+        out
+    }
+
+    /// A permit to send a request now, or `None` while the circuit is open.
+    pub fn admit(&self, cfg: &circuit::CircuitSettings) -> Option<Permit<'_>> {
+        let decision = if self.clean.load(std::sync::atomic::Ordering::Acquire) {
+            circuit::Admit::Allow
+        } else {
+            self.with(|b| b.admit(tokio::time::Instant::now(), cfg))
+        };
+        let probe = match decision {
+            circuit::Admit::Allow => false,
+            circuit::Admit::Probe => true,
+            circuit::Admit::Reject => return None,
+        };
+        Some(Permit {
+            circuit: self,
+            probe,
+            recorded: false,
+        })
+    }
+
+    /// Records how a permitted request ended; returns the state before and after when
+    /// it changed.
+    pub fn record(
+        &self,
+        cfg: &circuit::CircuitSettings,
+        mut permit: Permit<'_>,
+        success: bool,
+    ) -> Option<(circuit::CircuitState, circuit::CircuitState)> {
+        permit.recorded = true;
+        if success && !permit.probe && self.clean.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        self.with(|b| {
+            let before = b.state();
+            b.record(tokio::time::Instant::now(), cfg, permit.probe, success);
+            (before != b.state()).then(|| (before, b.state()))
+        })
+    }
+
+    /// The current state.
+    pub fn state(&self) -> circuit::CircuitState {
+        self.with(|b| b.state())
+    }
 }

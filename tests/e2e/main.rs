@@ -2,6 +2,7 @@
 //! embedded stand-in, or the Flask app under tests/legacy_app), talking HTTP.
 
 mod binary;
+mod failure;
 mod harness;
 mod legacy;
 mod proxy;

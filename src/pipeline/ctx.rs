@@ -1,0 +1,244 @@
+//! The per-request context and the response body that carries it to the end.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::HeaderValue;
+use http::{Method, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::body::{self, BodyStats, BoxBody, BoxError};
+use crate::error::{ErrorCode, Failure, UpstreamFailure, render};
+use crate::fallback::Fallback;
+use crate::observe::Category;
+use crate::observe::metrics::{
+    FallbackLabels, RejectionLabels, RequestLabels, RouteLabel, RouteName, UpstreamFailureLabels,
+    method_label, status_class,
+};
+use crate::state::Shared;
+
+/// The per-request context: what the access line and the metrics report. It is moved
+/// into the response body and reports when that body ends or is dropped, so the
+/// duration and byte counts cover the whole response.
+pub(crate) struct Ctx {
+    pub(super) shared: Arc<Shared>,
+    pub(super) worker: usize,
+    pub(super) request_id: HeaderValue,
+    pub(super) method: Method,
+    pub(super) uri: http::Uri,
+    pub(super) route: Arc<str>,
+    pub(super) start: Instant,
+    pub(super) inflight_at_start: usize,
+    pub(super) status: u16,
+    pub(super) error_code: Option<ErrorCode>,
+    pub(super) failure: Option<UpstreamFailure>,
+    pub(super) upstream_status: Option<u16>,
+    pub(super) upstream_ms: Option<std::time::Duration>,
+    pub(super) body_in: Option<Arc<BodyStats>>,
+    pub(super) bytes_out: u64,
+    pub(super) stream_error: bool,
+    /// The failure a fallback answered for.
+    pub(super) fallback: Option<UpstreamFailure>,
+    /// Upstream attempts made (more than 1 after retries).
+    pub(super) attempts: u32,
+}
+
+impl Ctx {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        worker: usize,
+        request_id: HeaderValue,
+        req: &Request<Incoming>,
+    ) -> Self {
+        let inflight_at_start = shared.inflight.fetch_add(1, Ordering::Relaxed) + 1;
+        shared.metrics.inflight.inc();
+        Ctx {
+            shared,
+            worker,
+            request_id,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            route: Arc::from(crate::policy::UNMATCHED),
+            start: Instant::now(),
+            inflight_at_start,
+            status: 0,
+            error_code: None,
+            failure: None,
+            upstream_status: None,
+            upstream_ms: None,
+            body_in: None,
+            bytes_out: 0,
+            stream_error: false,
+            fallback: None,
+            attempts: 0,
+        }
+    }
+
+    /// The request id as text (it is always ASCII: checked or generated).
+    pub(super) fn id(&self) -> &str {
+        self.request_id.to_str().unwrap_or("")
+    }
+
+    /// Answers with a route's fallback for `failure`, and counts and logs it once.
+    pub(super) fn fall_back(
+        &mut self,
+        fallback: &Fallback,
+        failure: UpstreamFailure,
+    ) -> Response<BoxBody> {
+        self.fallback = Some(failure);
+        self.shared
+            .metrics
+            .fallbacks
+            .get_or_create(&FallbackLabels {
+                route: RouteName(self.route.clone()),
+                reason: failure.as_str(),
+            })
+            .inc();
+        tracing::warn!(
+            category = Category::SystemError.as_str(),
+            request_id = self.id(),
+            route = %self.route,
+            reason = failure.as_str(),
+            "upstream failed; answered with the route's fallback"
+        );
+        fallback.respond(failure, &self.request_id).map(body::full)
+    }
+
+    /// Renders a failure, and counts it.
+    pub(super) fn fail(&mut self, failure: &Failure) -> Response<BoxBody> {
+        let code = failure.code();
+        self.error_code = Some(code);
+        let m = &self.shared.metrics;
+        m.rejections
+            .get_or_create(&RejectionLabels {
+                route: RouteName(self.route.clone()),
+                code: code.as_str(),
+            })
+            .inc();
+        if let Failure::Upstream(f) = failure {
+            m.upstream_failures
+                .get_or_create(&UpstreamFailureLabels {
+                    route: RouteName(self.route.clone()),
+                    reason: f.as_str(),
+                })
+                .inc();
+            tracing::warn!(
+                category = Category::SystemError.as_str(),
+                request_id = self.id(),
+                route = %self.route,
+                reason = f.as_str(),
+                "upstream request failed"
+            );
+        }
+        render(failure, self.id()).map(body::full)
+    }
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        let elapsed = self.start.elapsed();
+        let bytes_in = self.body_in.as_ref().map_or(0, |s| s.bytes());
+        let m = &self.shared.metrics;
+        self.shared.inflight.fetch_sub(1, Ordering::Relaxed);
+        m.inflight.dec();
+        m.bytes_in.inc_by(bytes_in);
+        m.bytes_out.inc_by(self.bytes_out);
+        m.requests
+            .get_or_create(&RequestLabels {
+                route: RouteName(self.route.clone()),
+                method: method_label(&self.method),
+                status: status_class(self.status),
+            })
+            .inc();
+        m.request_duration
+            .get_or_create(&RouteLabel {
+                route: RouteName(self.route.clone()),
+            })
+            .observe(elapsed.as_secs_f64());
+        tracing::info!(
+            target: "sitegate::access",
+            category = Category::Access.as_str(),
+            request_id = self.id(),
+            route = %self.route,
+            method = %self.method,
+            // The query string is left out: it may carry credentials.
+            path = self.uri.path(),
+            status = self.status,
+            duration_ms = millis(elapsed),
+            bytes_in,
+            bytes_out = self.bytes_out,
+            upstream_status = self.upstream_status,
+            upstream_ms = self.upstream_ms.map(millis),
+            error_code = self.error_code.map(ErrorCode::as_str),
+            upstream_failure = self.failure.map(UpstreamFailure::as_str),
+            fallback = self.fallback.map(UpstreamFailure::as_str),
+            attempts = self.attempts,
+            incomplete = self.stream_error,
+            "request"
+        );
+    }
+}
+
+/// Milliseconds with microsecond precision, for log lines.
+pub(super) fn millis(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+/// The response body as sent to the client: counts bytes and carries the request's
+/// context until the body is done.
+pub struct Observed {
+    inner: BoxBody,
+    ctx: Ctx,
+}
+
+impl Observed {
+    pub(super) fn new(inner: BoxBody, ctx: Ctx) -> Self {
+        Observed { inner, ctx }
+    }
+}
+
+impl Body for Observed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.ctx.bytes_out += data.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                // The status line is gone already: the response can only be cut short.
+                this.ctx.stream_error = true;
+                tracing::warn!(
+                    category = Category::SystemError.as_str(),
+                    request_id = this.ctx.id(),
+                    route = %this.ctx.route,
+                    error = %e,
+                    "response body failed mid-stream; the client sees a truncated response"
+                );
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

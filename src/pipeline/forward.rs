@@ -1,0 +1,227 @@
+//! forward: the upstream call. The circuit breaker decides whether the app is asked
+//! at all; the answer is classified once (`connect`, `timeout`, `5xx`,
+//! `invalid-response`); `connect` failures and configured statuses are retried when
+//! the route opts in, the method is safe to repeat, the body can be sent again and the
+//! retry budget allows.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use http::{HeaderMap, Method, Request, Response, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+use tower::retry::budget::Budget;
+
+use super::ctx::Ctx;
+use crate::body::{BodyStats, BoxBody, Limited, full};
+use crate::error::{ErrorCode, Failure, Rejection, UpstreamFailure};
+use crate::observe::Category;
+use crate::observe::metrics::{RouteLabel, RouteName};
+use crate::policy::{Policy, RetryPolicy, Route};
+
+/// What the upstream call came to.
+pub(super) enum Forwarded {
+    /// The app's response, to pass on.
+    Response(Response<Incoming>),
+    /// The app failed. A `5xx` keeps its response: without a fallback it passes on.
+    Failed(UpstreamFailure, Option<Response<Incoming>>),
+}
+
+/// True for methods that mean the same when sent twice (RFC 9110 §9.2.2).
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// The request head, kept so that a retry can send it again.
+struct Head {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Head {
+    fn request(&self, body: BoxBody) -> Request<BoxBody> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+fn is_json(resp: &Response<Incoming>) -> bool {
+    let Some(ct) = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        // Nothing to inspect in a body-less answer.
+        return matches!(resp.status().as_u16(), 204 | 304);
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || essence.ends_with("+json")
+}
+
+/// Reads a body that may be sent more than once; `None` when it is too large or of
+/// unknown length (it then streams, and is not retried).
+async fn replayable(
+    parts: &http::request::Parts,
+    incoming: Incoming,
+    retry: &RetryPolicy,
+    route: &Route,
+    stats: &Arc<BodyStats>,
+) -> Result<Result<Bytes, Incoming>, Failure> {
+    let length = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let chunked = parts.headers.contains_key(TRANSFER_ENCODING);
+    match length {
+        Some(n) if n <= retry.max_body && !chunked => {}
+        None if !chunked => {}
+        _ => return Ok(Err(incoming)),
+    }
+    let limited = Limited::new(incoming, route.max_body.min(retry.max_body), stats.clone());
+    match limited.collect().await {
+        Ok(body) => Ok(Ok(body.to_bytes())),
+        Err(_) if stats.over_limit() => Err(too_large(route)),
+        Err(_) => Err(Rejection::new(
+            ErrorCode::InvalidRequest,
+            "the request body could not be read to the end",
+        )
+        .into()),
+    }
+}
+
+pub(super) fn too_large(route: &Route) -> Failure {
+    Rejection::new(
+        ErrorCode::PayloadTooLarge,
+        format!(
+            "request body is larger than this route's limit of {} bytes",
+            route.max_body
+        ),
+    )
+    .into()
+}
+
+/// Sends the request to the app, with the breaker, classification and retries.
+pub(super) async fn forward(
+    ctx: &mut Ctx,
+    policy: &Policy,
+    route: &Route,
+    parts: http::request::Parts,
+    incoming: Incoming,
+) -> Result<Forwarded, Failure> {
+    let shared = ctx.shared.clone();
+    let stats = Arc::new(BodyStats::default());
+    ctx.body_in = Some(stats.clone());
+    let retry = route
+        .retry
+        .as_ref()
+        .filter(|r| r.non_idempotent || idempotent(&parts.method));
+    let (replay, mut stream) = match retry {
+        Some(r) => match replayable(&parts, incoming, r, route, &stats).await? {
+            Ok(bytes) => (Some(bytes), None),
+            Err(incoming) => (None, Some(incoming)),
+        },
+        None => (None, Some(incoming)),
+    };
+    let retry = retry.filter(|_| replay.is_some());
+    if retry.is_some() {
+        shared.retry_budget.load().deposit();
+    }
+    let head = Head {
+        method: parts.method,
+        uri: parts.uri,
+        headers: parts.headers,
+    };
+    let upstream = shared.upstreams[ctx.worker].load_full();
+    let circuit_cfg = &policy.upstream.circuit;
+    let label = || RouteLabel {
+        route: RouteName(route.name.clone()),
+    };
+    loop {
+        let Some(permit) = shared.circuit.admit(circuit_cfg) else {
+            return Ok(Forwarded::Failed(UpstreamFailure::CircuitOpen, None));
+        };
+        ctx.attempts += 1;
+        let body = match (&replay, stream.take()) {
+            (Some(bytes), _) => full(bytes.clone()),
+            (None, Some(incoming)) => {
+                Limited::new(incoming, route.max_body, stats.clone()).boxed_unsync()
+            }
+            // A streamed body cannot be sent twice; the retry filter above ensures it is not.
+            (None, None) => return Err(Failure::Internal),
+        };
+        let sent = Instant::now();
+        let result = upstream.send(head.request(body), route.timeout).await;
+        let elapsed = sent.elapsed();
+        ctx.upstream_ms = Some(elapsed);
+        let outcome = match result {
+            Err(_) if stats.over_limit() => {
+                // The client's body, not the app, failed: nothing to tell the breaker.
+                drop(permit);
+                return Err(too_large(route));
+            }
+            Err(failure) => Forwarded::Failed(failure, None),
+            Ok(resp) => {
+                shared
+                    .metrics
+                    .upstream_duration
+                    .get_or_create(&label())
+                    .observe(elapsed.as_secs_f64());
+                ctx.upstream_status = Some(resp.status().as_u16());
+                if route.failure_statuses.contains(resp.status().as_u16()) {
+                    Forwarded::Failed(UpstreamFailure::Status5xx, Some(resp))
+                } else if route.expect_json && !is_json(&resp) {
+                    Forwarded::Failed(UpstreamFailure::InvalidResponse, None)
+                } else {
+                    Forwarded::Response(resp)
+                }
+            }
+        };
+        // The app answered something (even non-JSON): it is up, as far as the breaker
+        // is concerned.
+        let app_failed = matches!(
+            outcome,
+            Forwarded::Failed(
+                UpstreamFailure::Connect | UpstreamFailure::Timeout | UpstreamFailure::Status5xx,
+                _
+            )
+        );
+        if let Some((from, to)) = shared.circuit.record(circuit_cfg, permit, !app_failed) {
+            shared.metrics.circuit_state.set(to.gauge());
+            tracing::warn!(
+                category = Category::SystemError.as_str(),
+                request_id = ctx.id(),
+                from = from.as_str(),
+                to = to.as_str(),
+                "upstream circuit changed state"
+            );
+        }
+        let again = match (&outcome, retry) {
+            (Forwarded::Failed(UpstreamFailure::Connect, _), Some(r)) => r.on_connect,
+            (Forwarded::Failed(_, Some(resp)), Some(r)) | (Forwarded::Response(resp), Some(r)) => {
+                r.statuses.contains(resp.status().as_u16())
+            }
+            _ => false,
+        };
+        let attempts_left = retry.is_some_and(|r| ctx.attempts <= r.attempts);
+        if again && attempts_left && shared.retry_budget.load().withdraw() {
+            shared.metrics.retries.get_or_create(&label()).inc();
+            continue;
+        }
+        return Ok(outcome);
+    }
+}

@@ -1,0 +1,180 @@
+//! One request's way through sitegate (DESIGN §3), as named phases in order:
+//!
+//! ```text
+//! admit (inflight) ─ route ─ limits (head) ─ forward (streamed, bounded, timed)
+//!    ├─ ok: response, hop-by-hop stripped, request id added, body idle-timed ─┐
+//!    └─ failure: the one error renderer ──────────────────────────────────────┤
+//!                                  log (access line + metrics, when the body ends) ─┘
+//! ```
+//!
+//! Each request takes one policy snapshot and keeps it to the end, so a reload never
+//! changes a request half way. `handle` never fails: every outcome is a response.
+
+mod ctx;
+mod forward;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{HOST, HeaderValue};
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use ctx::Ctx;
+pub use ctx::Observed;
+use forward::Forwarded;
+
+use crate::body::{BoxBody, IdleTimeout};
+use crate::error::{ErrorCode, Failure, Rejection};
+use crate::guard::limits::check_head;
+use crate::headers::{self, REQUEST_ID};
+use crate::policy::Policy;
+use crate::state::Shared;
+
+/// Handles one client request end to end.
+pub async fn handle(
+    shared: Arc<Shared>,
+    worker: usize,
+    req: Request<Incoming>,
+    peer: Peer,
+) -> Response<Observed> {
+    let policy = shared.policy.load_full();
+    // Kept as a header value: it is sent twice (upstream and back) and cloning one is
+    // a reference count, not a copy.
+    let request_id = match req.headers().get(REQUEST_ID) {
+        Some(v) if headers::valid_request_id(v).is_some() => v.clone(),
+        _ => HeaderValue::from_str(&headers::new_request_id(fastrand::u64(..)))
+            .unwrap_or_else(|_| HeaderValue::from_static("req_000000000000")),
+    };
+    let mut ctx = Ctx::new(shared, worker, request_id, &req);
+    let (parts, body) = req.into_parts();
+    let mut body = Some(body);
+    let result = match admit(&ctx, &policy) {
+        Ok(()) => proxy(&mut ctx, &policy, parts, &mut body, peer).await,
+        Err(r) => Err(r.into()),
+    };
+    // Answered without forwarding: let the client finish sending so it reads the answer.
+    if let Some(unread) = body {
+        crate::body::discard(unread);
+    }
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(failure) => ctx.fail(&failure),
+    };
+    ctx.status = resp.status().as_u16();
+    resp.map(|inner| Observed::new(inner, ctx))
+}
+
+/// admit: the global cap on concurrent requests.
+fn admit(ctx: &Ctx, policy: &Policy) -> Result<(), Rejection> {
+    if ctx.inflight_at_start > policy.limits.max_inflight {
+        return Err(Rejection::new(
+            ErrorCode::ResourceExhausted,
+            "sitegate is handling as many requests as it may; retry shortly",
+        )
+        .with_retry_after(1));
+    }
+    Ok(())
+}
+
+async fn proxy(
+    ctx: &mut Ctx,
+    policy: &Policy,
+    mut parts: http::request::Parts,
+    body: &mut Option<Incoming>,
+    peer: Peer,
+) -> Result<Response<BoxBody>, Failure> {
+    // route
+    let Some(route) = policy.routes.find(&parts.method, parts.uri.path()) else {
+        return Err(
+            Rejection::new(ErrorCode::NotFound, "no route serves this method and path").into(),
+        );
+    };
+    ctx.route = route.name.clone();
+    // limits
+    check_head(route, &parts.headers)?;
+
+    // forward
+    let Some(incoming) = body.take() else {
+        return Err(Failure::Internal);
+    };
+    prepare_request_headers(&mut parts, &ctx.request_id, &peer);
+    let resp = match forward::forward(ctx, policy, route, parts, incoming).await? {
+        Forwarded::Response(resp) => resp,
+        // fallback
+        Forwarded::Failed(failure, resp) => {
+            ctx.failure = Some(failure);
+            if let Some(fallback) = route.fallback.as_ref().filter(|f| f.covers(failure)) {
+                return Ok(ctx.fall_back(fallback, failure));
+            }
+            match resp {
+                // An app's 5xx without a fallback passes on as the app wrote it.
+                Some(resp) => resp,
+                None => return Err(Failure::Upstream(failure)),
+            }
+        }
+    };
+
+    // response
+    let (mut parts, incoming) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    parts.headers.insert(REQUEST_ID, ctx.request_id.clone());
+    let body = IdleTimeout::new(incoming, route.timeout).boxed_unsync();
+    Ok(Response::from_parts(parts, body))
+}
+
+/// Rewrites the request head for the upstream (DESIGN §4).
+fn prepare_request_headers(
+    parts: &mut http::request::Parts,
+    request_id: &HeaderValue,
+    peer: &Peer,
+) {
+    let h = &mut parts.headers;
+    headers::strip_hop_by_hop(h);
+    // sitegate already answered any `Expect: 100-continue` by reading the body.
+    h.remove(http::header::EXPECT);
+    // An HTTP/2 request carries its host in the URI; the app expects a Host header.
+    if !h.contains_key(HOST)
+        && let Some(v) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        h.insert(HOST, v);
+    }
+    if let Some(host) = h.get(HOST).cloned() {
+        h.insert(headers::FORWARDED_HOST, host);
+    }
+    let xff = match h.get(headers::FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        Some(prev) => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + peer.ip.len());
+            v.extend_from_slice(prev);
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(peer.ip.as_bytes());
+            HeaderValue::from_bytes(&v).unwrap_or_else(|_| peer.ip.clone())
+        }
+        None => peer.ip.clone(),
+    };
+    h.insert(headers::FORWARDED_FOR, xff);
+    h.insert(headers::FORWARDED_PROTO, HeaderValue::from_static("http"));
+    h.insert(REQUEST_ID, request_id.clone());
+}
+
+/// The client end of a connection, computed once per connection.
+#[derive(Clone)]
+pub struct Peer {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// Its IP as a header value, for `X-Forwarded-For`.
+    pub ip: HeaderValue,
+}
+
+impl Peer {
+    /// The peer of a newly accepted connection.
+    pub fn new(addr: SocketAddr) -> Self {
+        let ip = HeaderValue::from_str(&addr.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Peer { addr, ip }
+    }
+}

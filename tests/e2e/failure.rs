@@ -1,0 +1,248 @@
+//! Upstream failure: fallback bodies, the circuit breaker, retries, honest errors.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+const FALLBACK: &str = r#"{"status":"degraded","risk_score":null,"request_id":"{request_id}"}"#;
+
+fn routes(extra: &str) -> String {
+    format!(
+        r#"
+[[route]]
+name = "slow"
+path = "/api/slow"
+timeout = "300ms"
+fallback = {{ file = "fallbacks/slow.json", on = ["timeout"] }}
+
+[[route]]
+name = "fail"
+path = "/api/fail"
+fallback = {{ body = '{{"status":"degraded"}}', status = 203, on = ["5xx"], headers = {{ "X-Degraded" = "1" }} }}
+
+[[route]]
+name = "text"
+path = "/api/text"
+expect_json = true
+fallback = {{ body = '{{"status":"not json"}}' }}
+
+[[route]]
+name = "text-plain"
+path = "/api/text2"
+expect_json = true
+{extra}
+"#
+    )
+}
+
+/// Starts the env after the fallback file exists (the policy refers to it).
+async fn start(main_extra: &str) -> Env {
+    let app = sitegate::demo::start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("fallbacks")).unwrap();
+    std::fs::write(dir.path().join("fallbacks/slow.json"), FALLBACK).unwrap();
+    std::fs::write(
+        dir.path().join("sitegate.toml"),
+        main_toml(&app.addr.to_string(), main_extra),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("routes.toml"), routes("")).unwrap();
+    let proxy = start_proxy(&dir.path().join("sitegate.toml"), Default::default()).await;
+    Env { dir, app, proxy }
+}
+
+#[tokio::test]
+async fn fallbacks_answer_for_their_reasons_with_the_request_id() {
+    let env = start("").await;
+    // timeout → the file's body, 200, with the request id substituted.
+    let r = send(
+        "GET",
+        &env.url("/api/slow?ms=2000"),
+        &[("x-request-id", "fb-1")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-sitegate-fallback"), Some("timeout"));
+    assert_eq!(r.header("x-request-id"), Some("fb-1"));
+    assert_eq!(r.json()["status"], "degraded");
+    assert_eq!(r.json()["request_id"], "fb-1");
+
+    // 5xx → the inline body, its status and headers.
+    let r = get(&env.url("/api/fail")).await;
+    assert_eq!(r.status, 203);
+    assert_eq!(r.header("x-sitegate-fallback"), Some("5xx"));
+    assert_eq!(r.header("x-degraded"), Some("1"));
+    assert_eq!(r.json()["status"], "degraded");
+
+    // Non-JSON on a JSON route → invalid-response; without a fallback → 502 JSON.
+    let r = get(&env.url("/api/text")).await;
+    assert_eq!(r.header("x-sitegate-fallback"), Some("invalid-response"));
+    assert_eq!(r.json()["status"], "not json");
+
+    let m = get(&env.admin("/metrics")).await.body_text();
+    for reason in ["timeout", "5xx", "invalid-response"] {
+        let route = match reason {
+            "timeout" => "slow",
+            "5xx" => "fail",
+            _ => "text",
+        };
+        let series = format!("sitegate_fallbacks_total{{route=\"{route}\",reason=\"{reason}\"}}");
+        assert_eq!(metric(&m, &series), 1.0, "{series} in\n{m}");
+    }
+}
+
+#[tokio::test]
+async fn a_route_without_fallback_gets_502_for_invalid_json() {
+    let env =
+        Env::start("[[route]]\nname = \"t\"\npath = \"/api/text\"\nexpect_json = true\n").await;
+    let r = get(&env.url("/api/text")).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.code(), "UPSTREAM_UNAVAILABLE");
+    assert!(r.header("x-sitegate-fallback").is_none());
+}
+
+#[tokio::test]
+async fn connect_failures_use_the_fallback_and_the_breaker_opens_then_closes() {
+    // The app "goes away": the upstream is a closed port.
+    let dir = tempfile::tempdir().unwrap();
+    let down = closed_port();
+    let main = dir.path().join("sitegate.toml");
+    let circuit = "\n[upstream.circuit]\nconsecutive_failures = 3\nopen_for = \"400ms\"\n";
+    std::fs::write(&main, main_toml(&down.to_string(), circuit)).unwrap();
+    std::fs::write(
+        dir.path().join("routes.toml"),
+        "[[route]]\nname = \"h\"\npath = \"/health\"\nfallback = { body = '{\"status\":\"cached\"}', on = [\"connect\", \"circuit-open\"] }\n\n[[route]]\nname = \"plain\"\npath = \"/plain\"\n",
+    )
+    .unwrap();
+    let proxy = start_proxy(&main, Default::default()).await;
+    let url = |p: &str| format!("http://{}{p}", proxy.addr);
+    let admin = |p: &str| format!("http://{}{p}", proxy.admin_addr);
+
+    for _ in 0..3 {
+        let r = get(&url("/health")).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-sitegate-fallback"), Some("connect"));
+        assert_eq!(r.json()["status"], "cached");
+    }
+    // Three failures in a row: the circuit is open; the app is not even tried.
+    let r = get(&url("/health")).await;
+    assert_eq!(r.header("x-sitegate-fallback"), Some("circuit-open"));
+    let r = get(&url("/plain")).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.code(), "UPSTREAM_UNAVAILABLE");
+    let ready = get(&admin("/readyz")).await;
+    assert_eq!(ready.status, 200, "an open circuit keeps sitegate ready");
+    assert_eq!(ready.json()["circuit"], "open");
+    let m = get(&admin("/metrics")).await.body_text();
+    assert_eq!(metric(&m, "sitegate_circuit_state"), 1.0, "{m}");
+
+    // The app comes back on the same port; after open_for one probe closes the circuit.
+    let app = sitegate::demo::start(down).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let r = get(&url("/health")).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("x-sitegate-fallback").is_none(), "{:?}", r.headers);
+    assert_eq!(r.json()["status"], "healthy");
+    assert_eq!(get(&admin("/readyz")).await.json()["circuit"], "closed");
+    assert!(app.requests() >= 1);
+}
+
+#[tokio::test]
+async fn a_failed_probe_reopens_the_circuit() {
+    let dir = tempfile::tempdir().unwrap();
+    let down = closed_port();
+    let main = dir.path().join("sitegate.toml");
+    let circuit = "\n[upstream.circuit]\nconsecutive_failures = 2\nopen_for = \"200ms\"\nmax_open_for = \"1s\"\n";
+    std::fs::write(&main, main_toml(&down.to_string(), circuit)).unwrap();
+    std::fs::write(dir.path().join("routes.toml"), "").unwrap();
+    let proxy = start_proxy(&main, Default::default()).await;
+    let url = format!("http://{}/x", proxy.addr);
+    for _ in 0..2 {
+        assert_eq!(get(&url).await.status, 502);
+    }
+    assert_eq!(get(&url).await.status, 503);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // The probe fails (still down): 502 for it, then open again (now for 400 ms).
+    assert_eq!(get(&url).await.status, 502);
+    assert_eq!(get(&url).await.status, 503);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(
+        get(&url).await.status,
+        503,
+        "the second opening lasts twice as long"
+    );
+}
+
+#[tokio::test]
+async fn retries_repeat_idempotent_requests_within_the_budget() {
+    let env = Env::start(
+        "[[route]]\nname = \"flaky\"\npath = \"/api/flaky\"\nmethods = [\"GET\"]\nretry = { attempts = 2, on = [\"connect\", 503] }\n\n[[route]]\nname = \"flaky-post\"\npath = \"/api/flaky\"\nmethods = [\"POST\"]\nretry = { attempts = 2, on = [503] }\n",
+    )
+    .await;
+    // Fails twice, answers the third time: two retries make it.
+    let r = get(&env.url("/api/flaky?key=a&fail=2")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["call"], 3);
+    // Fails three times: the retries run out and the app's 503 passes on.
+    let r = get(&env.url("/api/flaky?key=b&fail=3")).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["call"], 3);
+    let m = get(&env.admin("/metrics")).await.body_text();
+    assert_eq!(
+        metric(&m, "sitegate_retries_total{route=\"flaky\"}"),
+        4.0,
+        "{m}"
+    );
+    // POST is not repeated unless the route says the app makes it safe.
+    let r = send("POST", &env.url("/api/flaky?key=c&fail=1"), &[], "{}").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["call"], 1);
+}
+
+#[tokio::test]
+async fn an_empty_retry_budget_stops_retries() {
+    let env = Env::start_with(
+        "[[route]]\nname = \"flaky\"\npath = \"/api/flaky\"\nretry = { attempts = 2, on = [503] }\n",
+        "\n[upstream.retry_budget]\npercent = 0\nmin_per_second = 0\n",
+    )
+    .await;
+    let r = get(&env.url("/api/flaky?key=d&fail=1")).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["call"], 1);
+}
+
+#[tokio::test]
+async fn fallback_files_are_part_of_the_policy() {
+    let env = start("").await;
+    std::fs::write(
+        env.path("fallbacks/slow.json"),
+        r#"{"status":"changed","request_id":"{request_id}"}"#,
+    )
+    .unwrap();
+    let url = env.url("/api/slow?ms=2000");
+    assert_eventually(
+        "the edited fallback file is served",
+        Duration::from_secs(10),
+        || {
+            let url = url.clone();
+            async move { get(&url).await.json()["status"] == "changed" }
+        },
+    )
+    .await;
+    // A broken fallback file is refused like any policy error.
+    std::fs::write(env.path("fallbacks/slow.json"), "{not json").unwrap();
+    let r = send("POST", &env.admin("/reload"), &[], "").await;
+    assert_eq!(r.status, 422);
+    let err = r.json()["errors"][0].as_str().unwrap().to_string();
+    assert!(
+        err.contains("routes.toml:6:21: fallback file") && err.contains("is not valid JSON"),
+        "{err}"
+    );
+    assert_eq!(
+        get(&env.url("/api/slow?ms=2000")).await.json()["status"],
+        "changed"
+    );
+}
