@@ -136,6 +136,13 @@ async fn json_body(req: Request<Incoming>) -> Option<Value> {
 
 async fn route(req: Request<Incoming>) -> Response<BoxBody> {
     let path = req.uri().path().to_string();
+    // `?fail=1` on a phase endpoint makes the app crash, to show the fallbacks.
+    if path.starts_with("/api/phase") && query_u64(&req, "fail") == Some(1) {
+        return json_resp(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"error": "Internal Server Error", "detail": "model server crashed"}),
+        );
+    }
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method().clone(), segments.as_slice()) {
         (Method::GET, ["health"]) => json_resp(

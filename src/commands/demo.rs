@@ -58,7 +58,9 @@ Try:
   curl -si http://{p}/api/phase9/intelligence -H 'Content-Type: text/plain' -d 'hello'
   # body over the route's 2 MiB limit: 413 PAYLOAD_TOO_LARGE, also when chunked
   head -c 3000000 /dev/zero | curl -si http://{p}/api/phase9/intelligence {j} -H 'Transfer-Encoding: chunked' --data-binary @-
-  # the app failing: its 500 passes through unchanged
+  # the app crashing on a phase route: the route's fallback answers, X-Sitegate-Fallback: 5xx
+  curl -si 'http://{p}/api/phase9/intelligence?fail=1' {j} -d '{{"project_id":"P001"}}'
+  # the app failing where no fallback is configured: its 500 passes through unchanged
   curl -si http://{p}/api/fail
   # admin: health, readiness, metrics, the loaded policy, and a reload
   curl -s http://{a}/readyz; curl -s http://{a}/config; curl -s http://{a}/metrics | grep sitegate_requests

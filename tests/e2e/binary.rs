@@ -111,7 +111,10 @@ fn check_accepts_the_shipped_policy() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("policy is valid (2 files"), "{stdout}");
+    assert!(
+        stdout.contains("policy is valid (5 files, 6 routes"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -246,3 +246,114 @@ async fn fallback_files_are_part_of_the_policy() {
         "changed"
     );
 }
+
+/// How a client saw one answer during the restart run.
+#[derive(Default, Debug)]
+struct Tally {
+    app: u64,
+    fallback: u64,
+    design_error: u64,
+    unexpected: u64,
+    transport_error: u64,
+    hung: u64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_load_app_restarts_give_only_app_answers_fallbacks_or_json_errors() {
+    // SITEGATE_FAULT_SECS=30 for the long run quoted in the README.
+    let secs: u64 = std::env::var("SITEGATE_FAULT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6);
+    let port = closed_port();
+    let app = sitegate::demo::start(port).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("sitegate.toml");
+    let circuit = "\n[upstream.circuit]\nconsecutive_failures = 5\nopen_for = \"300ms\"\n";
+    std::fs::write(&main, main_toml(&port.to_string(), circuit)).unwrap();
+    std::fs::write(
+        dir.path().join("routes.toml"),
+        "[[route]]\nname = \"h\"\npath = \"/health\"\ntimeout = \"2s\"\nfallback = { body = '{\"status\":\"cached\"}', on = [\"connect\", \"timeout\", \"circuit-open\"] }\n",
+    )
+    .unwrap();
+    let proxy = start_proxy(&main, Default::default()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let codes = [
+        "UPSTREAM_UNAVAILABLE",
+        "UPSTREAM_TIMEOUT",
+        "RESOURCE_EXHAUSTED",
+    ];
+    let mut clients = Vec::new();
+    for i in 0..8 {
+        let base = format!("http://{}", proxy.addr);
+        clients.push(tokio::spawn(async move {
+            let client = client();
+            let mut t = Tally::default();
+            let mut n = 0u64;
+            while tokio::time::Instant::now() < deadline {
+                n += 1;
+                // Half the requests have a fallback, half (unmatched) do not.
+                let path = if (n + i).is_multiple_of(2) {
+                    "/health"
+                } else {
+                    "/api/slow?ms=1"
+                };
+                let req = http::Request::get(format!("{base}{path}"))
+                    .body(sitegate::body::full(""))
+                    .unwrap();
+                let answer = tokio::time::timeout(Duration::from_secs(5), async {
+                    let resp = client.request(req).await?;
+                    let status = resp.status().as_u16();
+                    let fallback = resp.headers().contains_key("x-sitegate-fallback");
+                    let body = http_body_util::BodyExt::collect(resp.into_body())
+                        .await?
+                        .to_bytes();
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, fallback, body))
+                })
+                .await;
+                match answer {
+                    Err(_) => t.hung += 1,
+                    Ok(Err(_)) => t.transport_error += 1,
+                    Ok(Ok((_, true, _))) => t.fallback += 1,
+                    Ok(Ok((200, false, _))) => t.app += 1,
+                    Ok(Ok((_, false, body))) => {
+                        let code = serde_json::from_slice::<serde_json::Value>(&body)
+                            .ok()
+                            .and_then(|v| v["error"]["code"].as_str().map(String::from));
+                        match code {
+                            Some(c) if codes.contains(&c.as_str()) => t.design_error += 1,
+                            _ => t.unexpected += 1,
+                        }
+                    }
+                }
+            }
+            t
+        }));
+    }
+    // Kill the app twice during the run and bring it back on the same port.
+    let mut app = Some(app);
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_secs(secs) / 4).await;
+        drop(app.take());
+        tokio::time::sleep(Duration::from_secs(secs) / 8).await;
+        app = Some(sitegate::demo::start(port).await.unwrap());
+    }
+    let mut total = Tally::default();
+    for c in clients {
+        let t = c.await.unwrap();
+        total.app += t.app;
+        total.fallback += t.fallback;
+        total.design_error += t.design_error;
+        total.unexpected += t.unexpected;
+        total.transport_error += t.transport_error;
+        total.hung += t.hung;
+    }
+    eprintln!("{secs} s, app killed and restarted twice: {total:?}");
+    assert_eq!(total.transport_error, 0, "{total:?}");
+    assert_eq!(total.hung, 0, "{total:?}");
+    assert_eq!(total.unexpected, 0, "{total:?}");
+    assert!(
+        total.app > 0 && total.fallback > 0 && total.design_error > 0,
+        "{total:?}"
+    );
+}

@@ -71,9 +71,15 @@ impl Drop for Flask {
 
 impl Flask {
     fn start() -> Flask {
+        Flask::start_on(0)
+    }
+
+    /// Starts the app on `port` (0 for any), retrying while a previous instance's
+    /// socket is still being released.
+    fn start_on(port: u16) -> Flask {
         let mut child = Command::new(python())
             .arg(Path::new(APP_DIR).join("app.py"))
-            .args(["--port", "0"])
+            .args(["--port", &port.to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -222,4 +228,129 @@ async fn guards_answer_before_flask_and_a_dead_flask_is_502() {
         },
     )
     .await;
+}
+
+/// A policy of the test's own, in front of Flask, with the failure handling on.
+fn failure_policy(dir: &Path, port: u16) -> PathBuf {
+    std::fs::create_dir(dir.join("fallbacks")).unwrap();
+    std::fs::write(
+        dir.join("fallbacks/phase9.json"),
+        r#"{"project_id":null,"risk_score":null,"status":"degraded","request_id":"{request_id}"}"#,
+    )
+    .unwrap();
+    let main = dir.join("sitegate.toml");
+    std::fs::write(
+        &main,
+        main_toml(
+            &format!("127.0.0.1:{port}"),
+            "\n[upstream.circuit]\nconsecutive_failures = 5\nopen_for = \"500ms\"\n",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("routes.toml"),
+        r#"
+[[route]]
+name = "phase9"
+path = "/api/phase9/intelligence"
+methods = ["POST"]
+fallback = { file = "fallbacks/phase9.json", on = ["connect", "timeout", "5xx", "circuit-open"] }
+
+[[route]]
+name = "slow"
+path = "/api/slow"
+timeout = "300ms"
+fallback = { body = '{"status":"slow"}', on = ["timeout"] }
+
+[[route]]
+name = "fail"
+path = "/api/fail"
+fallback = { body = '{"status":"failed"}', status = 503, on = ["5xx"] }
+
+[[route]]
+name = "text"
+path = "/api/text"
+expect_json = true
+"#,
+    )
+    .unwrap();
+    main
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flask_failures_become_fallbacks_and_the_breaker_follows_the_app() {
+    let flask = tokio::task::spawn_blocking(Flask::start).await.unwrap();
+    let port = flask.port;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(&failure_policy(dir.path(), port), Default::default()).await;
+    let url = |p: &str| format!("http://{}{p}", proxy.addr);
+    let json = [("content-type", "application/json")];
+
+    // Up: Flask answers.
+    let r = send(
+        "POST",
+        &url("/api/phase9/intelligence"),
+        &json,
+        r#"{"project_id":"P001"}"#,
+    )
+    .await;
+    assert_eq!(r.json()["project_id"], "P001");
+    assert!(r.header("x-sitegate-fallback").is_none());
+    // Slow: the route's timeout answers with its fallback.
+    let r = get(&url("/api/slow?ms=3000")).await;
+    assert_eq!(r.header("x-sitegate-fallback"), Some("timeout"));
+    assert_eq!(r.json()["status"], "slow");
+    // Flask's 500: the fallback's status and body.
+    let r = get(&url("/api/fail")).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("x-sitegate-fallback"), Some("5xx"));
+    // Text on a JSON route without a fallback: 502 JSON.
+    let r = get(&url("/api/text")).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.code(), "UPSTREAM_UNAVAILABLE");
+
+    // Down: connect failures answer with the fallback; a burst opens the circuit.
+    drop(flask);
+    let mut reasons = Vec::new();
+    for _ in 0..8 {
+        let r = send("POST", &url("/api/phase9/intelligence"), &json, "{}").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["status"], "degraded");
+        assert_eq!(r.json()["request_id"], r.header("x-request-id").unwrap());
+        reasons.push(r.header("x-sitegate-fallback").unwrap().to_string());
+    }
+    let failed: Vec<&str> = reasons.iter().map(String::as_str).collect();
+    // Five failures in a row (the answered /api/text reset the count) open it.
+    assert_eq!(failed[..5], ["connect"; 5], "{failed:?}");
+    assert_eq!(failed[5..], ["circuit-open"; 3], "{failed:?}");
+
+    // Back: the app restarts on its port; the next probe closes the circuit.
+    let _flask = tokio::task::spawn_blocking(move || Flask::start_on(port))
+        .await
+        .unwrap();
+    let target = url("/api/phase9/intelligence");
+    assert_eventually(
+        "the circuit closes once Flask is back",
+        Duration::from_secs(10),
+        || {
+            let target = target.clone();
+            async move {
+                let r = send(
+                    "POST",
+                    &target,
+                    &[("content-type", "application/json")],
+                    r#"{"project_id":"P002"}"#,
+                )
+                .await;
+                r.header("x-sitegate-fallback").is_none() && r.json()["project_id"] == "P002"
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        get(&format!("http://{}/readyz", proxy.admin_addr))
+            .await
+            .json()["circuit"],
+        "closed"
+    );
 }

@@ -69,6 +69,12 @@ def slow():
     return jsonify(status="finally", slept_ms=ms)
 
 
+@app.get("/api/text")
+def text():
+    # A legacy endpoint that answers plain text where its clients expect JSON.
+    return Response("OK\n", mimetype="text/plain")
+
+
 @app.get("/api/leak")
 def leak():
     # AWS's documented example key: fake by design.
