@@ -19,6 +19,7 @@ pub mod headers;
 pub mod observe;
 pub mod pipeline;
 pub mod policy;
+pub mod redact;
 pub mod reload;
 pub mod server;
 pub mod state;

@@ -1,0 +1,389 @@
+//! The redaction engine: bytes in, bytes and findings out. Pure.
+//!
+//! One Aho-Corasick pass over the input finds the detectors' keywords; only around a
+//! keyword hit does a detector's regex run, in a window bounded by the detector's
+//! longest match. Because every match is bounded, the same engine redacts a stream
+//! chunk by chunk and gives exactly the whole-buffer result: it holds back only the
+//! bytes a match could still start in (see [`Redactor::scan`]).
+
+pub mod detectors;
+pub mod stream;
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use regex::bytes::Regex;
+
+use detectors::{BUILTINS, Check, Redact};
+
+/// Bytes of already-emitted input kept before the scan start, so a regex sees the
+/// character before a match (word boundaries) and keywords' look-back.
+const CONTEXT: usize = 64;
+
+/// One compiled detector.
+#[derive(Debug)]
+struct Detector {
+    name: Arc<str>,
+    regex: Regex,
+    lookback: usize,
+    max_len: usize,
+    redact: Redact,
+    check: Check,
+}
+
+/// A site-specific detector from `[[redaction.pattern]]`.
+#[derive(Debug, Clone)]
+pub struct CustomPattern {
+    /// Its name.
+    pub name: String,
+    /// The compiled regex (its whole match is redacted).
+    pub regex: Regex,
+    /// Longest match in bytes.
+    pub max_len: usize,
+}
+
+/// What redaction is configured to do.
+#[derive(Debug, Clone)]
+pub struct RedactionSettings {
+    /// Replaces each secret.
+    pub replacement: String,
+    /// JSON keys whose string values are redacted (at any depth).
+    pub json_keys: Vec<String>,
+    /// Built-in detectors switched off, by name.
+    pub disable: Vec<String>,
+    /// Site detectors.
+    pub patterns: Vec<CustomPattern>,
+}
+
+impl Default for RedactionSettings {
+    fn default() -> Self {
+        RedactionSettings {
+            replacement: "[REDACTED]".into(),
+            json_keys: DEFAULT_JSON_KEYS.iter().map(|s| s.to_string()).collect(),
+            disable: Vec::new(),
+            patterns: Vec::new(),
+        }
+    }
+}
+
+/// The JSON keys redacted when the policy names none (DESIGN §2).
+pub const DEFAULT_JSON_KEYS: &[&str] = &[
+    "password",
+    "passwd",
+    "secret",
+    "api_key",
+    "apikey",
+    "token",
+    "access_token",
+    "refresh_token",
+    "authorization",
+    "private_key",
+    "client_secret",
+    "connection_string",
+];
+
+/// A secret found: which detector, and the byte range that is replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// The detector's name.
+    pub detector: Arc<str>,
+    /// Bytes replaced (never the secret itself).
+    pub range: Range<usize>,
+}
+
+/// A candidate during a scan: the whole match (for overlaps) and what it replaces.
+struct Candidate {
+    span: Range<usize>,
+    replace: Range<usize>,
+    detector: usize,
+}
+
+/// The compiled engine.
+#[derive(Debug)]
+pub struct Redactor {
+    detectors: Vec<Detector>,
+    keywords: Option<AhoCorasick>,
+    /// Keyword pattern id → the detectors that own it.
+    owners: Vec<Vec<usize>>,
+    /// Detectors without keywords: their regex scans everything.
+    full_scan: Vec<usize>,
+    replacement: Vec<u8>,
+    /// Bytes at the end of the input that are always held back in streaming mode.
+    tail: usize,
+}
+
+/// A regex the policy supplied did not compile.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildError(String);
+
+impl Redactor {
+    /// Compiles the built-ins (minus `disable`), the JSON-key detector and the site
+    /// patterns.
+    pub fn new(settings: &RedactionSettings) -> Result<Self, BuildError> {
+        let mut detectors = Vec::new();
+        let mut keyword_list: Vec<(String, usize)> = Vec::new();
+        let mut full_scan = Vec::new();
+        for b in BUILTINS
+            .iter()
+            .filter(|b| !settings.disable.iter().any(|d| d == b.name))
+        {
+            let regex = Regex::new(b.regex).map_err(|e| BuildError(format!("{}: {e}", b.name)))?;
+            for k in b.keywords {
+                keyword_list.push((k.to_string(), detectors.len()));
+            }
+            detectors.push(Detector {
+                name: Arc::from(b.name),
+                regex,
+                lookback: b.lookback,
+                max_len: b.max_len,
+                redact: b.redact,
+                check: b.check,
+            });
+        }
+        if !settings.json_keys.is_empty() && !settings.disable.iter().any(|d| d == "json-key") {
+            let alternatives: Vec<String> = settings
+                .json_keys
+                .iter()
+                .map(|k| regex::escape(k))
+                .collect();
+            let pattern = format!(
+                r#"(?i)"(?:{})"\s*:\s*"((?:[^"\\]|\\.)+)""#,
+                alternatives.join("|")
+            );
+            let regex = Regex::new(&pattern).map_err(|e| BuildError(format!("json-key: {e}")))?;
+            for k in &settings.json_keys {
+                keyword_list.push((format!("\"{k}\""), detectors.len()));
+            }
+            detectors.push(Detector {
+                name: Arc::from("json-key"),
+                regex,
+                lookback: 0,
+                max_len: 4096 * 2 + 256,
+                redact: Redact::Group,
+                check: Check::Generic(1.5),
+            });
+        }
+        for p in &settings.patterns {
+            full_scan.push(detectors.len());
+            detectors.push(Detector {
+                name: Arc::from(p.name.as_str()),
+                regex: p.regex.clone(),
+                lookback: 0,
+                max_len: p.max_len,
+                redact: Redact::Match,
+                check: Check::None,
+            });
+        }
+        // One automaton for every keyword; detectors sharing a keyword share the id.
+        let mut patterns: Vec<String> = Vec::new();
+        let mut owners: Vec<Vec<usize>> = Vec::new();
+        for (k, d) in keyword_list {
+            let lower = k.to_ascii_lowercase();
+            match patterns.iter().position(|p| *p == lower) {
+                Some(i) => owners[i].push(d),
+                None => {
+                    patterns.push(lower);
+                    owners.push(vec![d]);
+                }
+            }
+        }
+        let keywords = if patterns.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(true)
+                    .match_kind(MatchKind::Standard)
+                    .build(&patterns)
+                    .map_err(|e| BuildError(format!("keywords: {e}")))?,
+            )
+        };
+        let longest_keyword = patterns.iter().map(String::len).max().unwrap_or(0);
+        let max_lookback = detectors.iter().map(|d| d.lookback).max().unwrap_or(0);
+        let max_custom = full_scan
+            .iter()
+            .map(|i| detectors[*i].max_len + 1)
+            .max()
+            .unwrap_or(0);
+        Ok(Redactor {
+            detectors,
+            keywords,
+            owners,
+            full_scan,
+            replacement: settings.replacement.as_bytes().to_vec(),
+            tail: (longest_keyword + max_lookback).max(max_custom),
+        })
+    }
+
+    /// The names of the active detectors.
+    pub fn detector_names(&self) -> impl Iterator<Item = &str> {
+        self.detectors.iter().map(|d| &*d.name)
+    }
+
+    /// The longest stretch of input a stream may hold back.
+    pub fn max_window(&self) -> usize {
+        self.detectors
+            .iter()
+            .map(|d| d.lookback + d.max_len + 1)
+            .max()
+            .unwrap_or(0)
+            + CONTEXT
+    }
+
+    /// Redacts a whole buffer. Returns `None` when nothing was found (the input is
+    /// then to be used as it is), else the redacted bytes and the findings.
+    pub fn redact(&self, input: &[u8]) -> Option<(Vec<u8>, Vec<Finding>)> {
+        let (found, _) = self.scan(input, 0, true);
+        if found.is_empty() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(input.len());
+        let end = self.apply(input, 0, input.len(), &found, &mut out);
+        debug_assert_eq!(end, input.len());
+        Some((out, found))
+    }
+
+    /// Writes `hay[from..to]` to `out` with `found` (sorted, within the range)
+    /// replaced; returns `to`.
+    fn apply(
+        &self,
+        hay: &[u8],
+        from: usize,
+        to: usize,
+        found: &[Finding],
+        out: &mut Vec<u8>,
+    ) -> usize {
+        let mut at = from;
+        for f in found {
+            out.extend_from_slice(&hay[at..f.range.start]);
+            out.extend_from_slice(&self.replacement);
+            at = f.range.end;
+        }
+        out.extend_from_slice(&hay[at..to]);
+        to
+    }
+
+    /// Finds the secrets in `hay[from..]` (bytes before `from` are context: already
+    /// decided and emitted). With `eof` false, more input may follow; the returned
+    /// `safe` offset is where the output is final: no secret can start before it
+    /// whose bytes are not all here, and every finding before it is returned. With
+    /// `eof` true, `safe` is the end.
+    pub fn scan(&self, hay: &[u8], from: usize, eof: bool) -> (Vec<Finding>, usize) {
+        let len = hay.len();
+        let mut safe = if eof {
+            len
+        } else {
+            len.saturating_sub(self.tail).max(from)
+        };
+        let mut candidates: Vec<Candidate> = Vec::new();
+        if let Some(ac) = &self.keywords {
+            for hit in ac.find_overlapping_iter(&hay[from..]) {
+                let s = from + hit.start();
+                for &d in &self.owners[hit.pattern().as_usize()] {
+                    let det = &self.detectors[d];
+                    if !eof && s + det.max_len + 1 > len {
+                        // Its match could still grow: hold from where it could start.
+                        safe = safe.min(s.saturating_sub(det.lookback).max(from));
+                        continue;
+                    }
+                    self.try_at(hay, d, s, from, &mut candidates);
+                }
+            }
+        }
+        for &d in &self.full_scan {
+            let det = &self.detectors[d];
+            let mut at = from;
+            while let Some(caps) = det.regex.captures_at(hay, at) {
+                let Some(m) = caps.get(0) else { break };
+                if !eof && m.start() + det.max_len + 1 > len {
+                    safe = safe.min(m.start());
+                    break;
+                }
+                candidates.push(Candidate {
+                    span: m.range(),
+                    replace: m.range(),
+                    detector: d,
+                });
+                at = if m.end() > m.start() {
+                    m.end()
+                } else {
+                    m.end() + 1
+                };
+                if at > len {
+                    break;
+                }
+            }
+        }
+        // Leftmost first, longest on ties, then the more specific detector (listed
+        // first); overlaps lose.
+        candidates.sort_by(|a, b| {
+            a.span
+                .start
+                .cmp(&b.span.start)
+                .then(b.span.end.cmp(&a.span.end))
+                .then(a.detector.cmp(&b.detector))
+        });
+        let mut found = Vec::new();
+        let mut last_end = from;
+        for c in candidates {
+            if c.span.start < last_end {
+                continue;
+            }
+            if c.span.start >= safe {
+                break;
+            }
+            if c.span.end > safe {
+                // Final only once everything up to its end is: emit up to its start.
+                safe = c.span.start;
+                break;
+            }
+            last_end = c.span.end;
+            found.push(Finding {
+                detector: self.detectors[c.detector].name.clone(),
+                range: c.replace,
+            });
+        }
+        (found, safe)
+    }
+
+    /// Runs detector `d` around the keyword hit at `s`; a match must contain the hit
+    /// and start at or after `from`.
+    fn try_at(&self, hay: &[u8], d: usize, s: usize, from: usize, out: &mut Vec<Candidate>) {
+        let det = &self.detectors[d];
+        let window_end = (s + det.max_len + 1).min(hay.len());
+        let mut at = s.saturating_sub(det.lookback);
+        let window = &hay[..window_end];
+        while let Some(caps) = det.regex.captures_at(window, at) {
+            let Some(m) = caps.get(0) else { return };
+            if m.start() > s {
+                return;
+            }
+            if m.end() > s {
+                if m.start() < from {
+                    return;
+                }
+                let replace = match det.redact {
+                    Redact::Match => m.range(),
+                    Redact::Group => match caps.get(1) {
+                        Some(g) => g.range(),
+                        None => return,
+                    },
+                };
+                if detectors::passes(det.check, &hay[replace.clone()]) {
+                    out.push(Candidate {
+                        span: m.range(),
+                        replace,
+                        detector: d,
+                    });
+                }
+                return;
+            }
+            at = m.end().max(m.start() + 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,165 @@
+//! Streaming redaction: a body wrapper that redacts as bytes pass, holding back only
+//! what a secret could still start in (the engine's `safe` offset), so memory stays
+//! bounded for any body size and a secret cut across two chunks is still found.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+
+use super::{CONTEXT, Finding, Redactor};
+use crate::body::BoxError;
+
+/// The state of one redacted stream.
+pub struct Redacting {
+    redactor: Arc<Redactor>,
+    /// Context bytes (already emitted) followed by pending bytes.
+    buf: BytesMut,
+    /// Where the pending bytes start in `buf`.
+    from: usize,
+    /// Findings so far, by detector name.
+    found: Vec<Finding>,
+}
+
+impl Redacting {
+    /// A new stream through `redactor`.
+    pub fn new(redactor: Arc<Redactor>) -> Self {
+        Redacting {
+            redactor,
+            buf: BytesMut::new(),
+            from: 0,
+            found: Vec::new(),
+        }
+    }
+
+    /// Feeds `chunk` (or the end, with `eof`); returns the output that is final now.
+    pub fn push(&mut self, chunk: &[u8], eof: bool) -> Bytes {
+        self.buf.extend_from_slice(chunk);
+        let (found, safe) = self.redactor.scan(&self.buf, self.from, eof);
+        let out = if found.is_empty() {
+            Bytes::copy_from_slice(&self.buf[self.from..safe])
+        } else {
+            let mut out = Vec::with_capacity(safe - self.from + 64);
+            self.redactor
+                .apply(&self.buf, self.from, safe, &found, &mut out);
+            Bytes::from(out)
+        };
+        // Ranges are reported relative to this call's buffer; only the count and
+        // names are kept, so they need no rebasing.
+        self.found.extend(found);
+        // Keep a little already-emitted context, drop the rest.
+        let drop_to = safe.saturating_sub(CONTEXT);
+        let _ = self.buf.split_to(drop_to);
+        self.from = safe - drop_to;
+        out
+    }
+
+    /// Findings so far.
+    pub fn findings(&self) -> &[Finding] {
+        &self.found
+    }
+
+    /// Bytes held back right now.
+    pub fn held(&self) -> usize {
+        self.buf.len() - self.from
+    }
+}
+
+/// A response body redacted on the way through.
+pub struct RedactBody<B> {
+    inner: B,
+    state: Redacting,
+    done: bool,
+    on_finding: Option<Box<dyn Fn(&Finding) + Send>>,
+    reported: usize,
+}
+
+impl<B> RedactBody<B> {
+    /// Wraps `inner`; `on_finding` is called once per secret found (for metrics).
+    pub fn new(
+        inner: B,
+        redactor: Arc<Redactor>,
+        on_finding: Option<Box<dyn Fn(&Finding) + Send>>,
+    ) -> Self {
+        RedactBody {
+            inner,
+            state: Redacting::new(redactor),
+            done: false,
+            on_finding,
+            reported: 0,
+        }
+    }
+
+    fn report(&mut self) {
+        if let Some(f) = &self.on_finding {
+            for finding in &self.state.findings()[self.reported..] {
+                f(finding);
+            }
+        }
+        self.reported = self.state.findings().len();
+    }
+}
+
+impl<B> Body for RedactBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let out = this.state.push(&data, false);
+                        this.report();
+                        if !out.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(out))));
+                        }
+                    }
+                    // Trailers pass after the held-back bytes.
+                    Err(frame) => {
+                        let out = this.state.push(&[], true);
+                        this.report();
+                        this.done = true;
+                        if out.is_empty() {
+                            return Poll::Ready(Some(Ok(frame)));
+                        }
+                        // The trailers are dropped rather than reordered before data.
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
+                },
+                Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                None => {
+                    this.done = true;
+                    let out = this.state.push(&[], true);
+                    this.report();
+                    if out.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(out))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // The length changes when a secret is replaced.
+        SizeHint::default()
+    }
+}
