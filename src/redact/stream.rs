@@ -67,22 +67,21 @@ impl Redacting {
     }
 }
 
+/// Called once per secret a stream finds (for metrics).
+pub type OnFinding = Box<dyn Fn(&Finding) + Send>;
+
 /// A response body redacted on the way through.
 pub struct RedactBody<B> {
     inner: B,
     state: Redacting,
     done: bool,
-    on_finding: Option<Box<dyn Fn(&Finding) + Send>>,
+    on_finding: Option<OnFinding>,
     reported: usize,
 }
 
 impl<B> RedactBody<B> {
     /// Wraps `inner`; `on_finding` is called once per secret found (for metrics).
-    pub fn new(
-        inner: B,
-        redactor: Arc<Redactor>,
-        on_finding: Option<Box<dyn Fn(&Finding) + Send>>,
-    ) -> Self {
+    pub fn new(inner: B, redactor: Arc<Redactor>, on_finding: Option<OnFinding>) -> Self {
         RedactBody {
             inner,
             state: Redacting::new(redactor),

@@ -303,7 +303,7 @@ fn clean_input_is_untouched_and_findings_never_hold_the_secret() {
     let (out, found) = r.redact(b"k=AKIAIOSFODNN7EXAMPLE").unwrap();
     assert_eq!(out, b"k=[REDACTED]");
     assert_eq!(found[0].range, 2..22);
-    assert_eq!(format!("{found:?}").contains("AKIA"), false);
+    assert!(!format!("{found:?}").contains("AKIA"));
 }
 
 #[test]
