@@ -58,8 +58,8 @@ pub struct TooLarge(pub u64);
 /// answered without needing the rest. Closing a socket with unread data makes the
 /// kernel send a reset, which can destroy the response before the client reads it;
 /// nginx's "lingering close" solves the same problem the same way.
-const LINGER_TIME: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 8 << 20;
+const LINGER_TIME: Duration = Duration::from_secs(5);
+const LINGER_BYTES: usize = 64 << 20;
 
 /// Discards the rest of a request body in the background, within the linger bounds,
 /// so the client gets to read the answer sitegate already sent.

@@ -33,12 +33,30 @@ enum Command {
     Check(ConfigArg),
     /// The proxy on 127.0.0.1:8080 in front of an embedded stand-in app.
     Demo(ConfigArg),
+    /// Copy FILE (or stdin) to stdout with secrets redacted; findings go to stderr.
+    Redact {
+        /// The file to clean; stdin when absent.
+        file: Option<PathBuf>,
+        /// Also apply this policy's [redaction] settings (site patterns, replacement).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Check(args) = &cli.command {
-        return sitegate::commands::check::check(&args.config);
+    match &cli.command {
+        Command::Check(args) => return sitegate::commands::check::check(&args.config),
+        Command::Redact { file, config } => {
+            return match sitegate::commands::redact::redact(file.as_deref(), config.as_deref()) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("sitegate redact: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -54,7 +72,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => sitegate::commands::run::run(&args.config).await,
             Command::Demo(args) => sitegate::commands::demo::demo(&args.config).await,
-            Command::Check(_) => unreachable!("handled above"),
+            Command::Check(_) | Command::Redact { .. } => unreachable!("handled above"),
         }
     });
     match result {

@@ -99,18 +99,30 @@ impl Watch {
     }
 }
 
+/// Starts the reload loop. The SIGHUP handler is installed before this returns, so a
+/// SIGHUP sent once sitegate says it is listening reloads instead of killing it.
+pub fn start(
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Trigger>,
+    rx: mpsc::Receiver<Trigger>,
+    shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let hup = hangup_signal();
+    tokio::spawn(run(shared, tx, rx, shutdown, hup))
+}
+
 /// The reload loop; runs until shutdown.
-pub async fn run(
+async fn run(
     shared: Arc<Shared>,
     tx: mpsc::Sender<Trigger>,
     mut rx: mpsc::Receiver<Trigger>,
     mut shutdown: watch::Receiver<bool>,
+    mut hup: Hangup,
 ) {
     let mut watch = Watch::new(tx);
     watch.update(&shared.policy.load().files);
     let mut poll = tokio::time::interval(POLL_EVERY);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut hup = hangup_signal();
     let mut last_failure: Option<Vec<String>> = None;
     loop {
         let first = tokio::select! {
@@ -196,6 +208,7 @@ fn reload_once(
                 "policy reloaded"
             );
             let version = next.version.clone();
+            crate::observe::set_log_redactor(next.redaction.redactor.clone());
             shared.policy.store(Arc::new(next));
             if let Ok(mut s) = shared.status.lock() {
                 s.loaded_at = SystemTime::now();
@@ -232,6 +245,11 @@ fn reload_once(
     }
     outcome
 }
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = Option<()>;
 
 #[cfg(unix)]
 fn hangup_signal() -> Option<tokio::signal::unix::Signal> {

@@ -88,6 +88,7 @@ impl Running {
 /// the reloader run on the caller's runtime.
 pub async fn start(mut policy: Policy, options: Options) -> Result<Running, BindError> {
     options.overrides.apply(&mut policy);
+    crate::observe::set_log_redactor(policy.redaction.redactor.clone());
     let listener = bind(policy.server.listen)?;
     let admin_listener =
         TcpListener::from_std(bind(policy.server.admin_listen)?).map_err(|source| BindError {
@@ -152,12 +153,7 @@ pub async fn start(mut policy: Policy, options: Options) -> Result<Running, Bind
         done.push(rx);
     }
     let admin = tokio::spawn(admin::serve(admin_listener, shared.clone()));
-    let reloader = tokio::spawn(reload::run(
-        shared.clone(),
-        reload_tx,
-        reload_rx,
-        shutdown_rx,
-    ));
+    let reloader = reload::start(shared.clone(), reload_tx, reload_rx, shutdown_rx);
     let policy = shared.policy.load();
     tracing::info!(
         category = Category::Config.as_str(),

@@ -21,6 +21,7 @@ pub async fn demo(main: &Path) -> anyhow::Result<ExitCode> {
     let app = demo::start(([127, 0, 0, 1], 0).into()).await?;
     let authority = http::uri::Authority::try_from(app.addr.to_string())?;
     let logs = observe::init(&policy.logging)?;
+    let stop = super::termination();
     let running = server::start(
         policy,
         server::Options {
@@ -34,7 +35,7 @@ pub async fn demo(main: &Path) -> anyhow::Result<ExitCode> {
     )
     .await?;
     println!("{}", banner(&running, app.addr, main));
-    super::termination().await;
+    stop.await;
     running.shutdown();
     running.wait().await;
     Ok(ExitCode::SUCCESS)

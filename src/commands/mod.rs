@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod demo;
+pub mod redact;
 pub mod run;
 
 use std::path::Path;
@@ -22,25 +23,34 @@ pub(crate) fn print_diagnostics(main: &Path, diags: &Diagnostics) {
     );
 }
 
-/// Waits for SIGTERM or SIGINT (Ctrl-C).
-pub(crate) async fn termination() {
+/// A future that ends on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when
+/// this is called, not when the future is first polled: call it before starting to
+/// serve, so an early SIGTERM drains instead of killing the process.
+pub(crate) fn termination() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+            };
+            tokio::select! {
+                _ = wait(term) => {}
+                _ = wait(int) => {}
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

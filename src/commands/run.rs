@@ -17,6 +17,7 @@ pub async fn run(main: &Path) -> anyhow::Result<ExitCode> {
         }
     };
     let logs = observe::init(&policy.logging)?;
+    let stop = super::termination();
     let running = server::start(
         policy,
         server::Options {
@@ -26,7 +27,7 @@ pub async fn run(main: &Path) -> anyhow::Result<ExitCode> {
         },
     )
     .await?;
-    super::termination().await;
+    stop.await;
     running.shutdown();
     running.wait().await;
     tracing::info!(

@@ -12,12 +12,14 @@ use toml::Spanned;
 
 use super::diag::{Diagnostic, Diagnostics};
 use super::raw::{
-    RawFile, RawLimits, RawLogging, RawRoute, RawServer, RawUnmatched, RawUpstream, UnmatchedAction,
+    RawFile, RawLimits, RawLogging, RawRedaction, RawRoute, RawServer, RawUnmatched, RawUpstream,
+    UnmatchedAction,
 };
-use super::{Source, SourceKind, compile_route};
+use super::{Source, SourceKind, compile_redaction, compile_route};
 use crate::policy::UNMATCHED;
 use crate::policy::{
-    Limits, LoggingSettings, Policy, Route, RouteTable, ServerSettings, UpstreamSettings,
+    Limits, LoggingSettings, Policy, RedactionPolicy, Route, RouteTable, ServerSettings,
+    UpstreamSettings,
 };
 
 const DEFAULT_MAX_BODY: u64 = 10 << 20;
@@ -106,6 +108,7 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
     let mut limits: Option<(RawLimits, &Source)> = None;
     let mut logging: Option<(RawLogging, &Source)> = None;
     let mut unmatched: Option<(RawUnmatched, &Source)> = None;
+    let mut redaction: Option<(RawRedaction, &Source)> = None;
     let mut routes: Vec<(Spanned<RawRoute>, &Source)> = Vec::new();
 
     for (src, raw) in parsed {
@@ -124,6 +127,7 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
         claim(&mut limits, raw.limits, "limits", src, &mut sink);
         claim(&mut logging, raw.logging, "logging", src, &mut sink);
         claim(&mut unmatched, raw.unmatched, "unmatched", src, &mut sink);
+        claim(&mut redaction, raw.redaction, "redaction", src, &mut sink);
         routes.extend(raw.route.into_iter().map(|r| (r, src)));
         diags.extend(sink.diags);
     }
@@ -133,7 +137,10 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
     let upstream = compile_upstream(upstream, &mut diags);
     let limits = compile_limits(limits, &mut diags);
     let logging = compile_logging(logging, &mut diags);
-    let table = compile_routes(routes, unmatched, &limits, &upstream, &data, &mut diags);
+    let redaction = compile_redaction::redaction(redaction, &mut diags);
+    let table = compile_routes(
+        routes, unmatched, &limits, &upstream, &redaction, &data, &mut diags,
+    );
 
     if !diags.is_empty() {
         return Err(Diagnostics(diags));
@@ -146,6 +153,7 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
         limits,
         logging,
         routes: table,
+        redaction,
     })
 }
 
@@ -308,6 +316,7 @@ fn compile_routes(
     unmatched: UnmatchedAction,
     limits: &Limits,
     upstream: &UpstreamSettings,
+    redaction: &RedactionPolicy,
     data: &HashMap<&Path, &Source>,
     diags: &mut Vec<Diagnostic>,
 ) -> RouteTable {
@@ -387,18 +396,21 @@ fn compile_routes(
             route.failure_statuses = compile_route::statuses(&statuses, &mut sink);
         }
         route.retry = r.retry.and_then(|rt| compile_route::retry(rt, &mut sink));
+        route.redact = r.redact.unwrap_or(redaction.responses);
         routes.push(route);
         diags.extend(sink.diags);
     }
     let unmatched = (unmatched == UnmatchedAction::Pass).then(|| {
-        Route::new(
+        let mut route = Route::new(
             UNMATCHED,
             None,
             Vec::new(),
             limits.max_body,
             Vec::new(),
             upstream.timeout,
-        )
+        );
+        route.redact = redaction.responses;
+        route
     });
     RouteTable::new(routes, unmatched)
 }

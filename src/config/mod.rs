@@ -3,6 +3,7 @@
 //! `file:line:col: message` diagnostic.
 
 mod compile;
+mod compile_redaction;
 mod compile_route;
 pub mod diag;
 pub mod raw;

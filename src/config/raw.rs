@@ -28,6 +28,29 @@ pub struct RawFile {
     pub route: Vec<Spanned<RawRoute>>,
     /// `[unmatched]`
     pub unmatched: Option<Spanned<RawUnmatched>>,
+    /// `[redaction]`
+    pub redaction: Option<Spanned<RawRedaction>>,
+}
+
+/// `[redaction]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedaction {
+    pub responses: Option<bool>,
+    pub replacement: Option<Spanned<String>>,
+    pub json_keys: Option<Vec<Spanned<String>>>,
+    pub disable: Option<Vec<Spanned<String>>>,
+    pub buffer_limit: Option<Size>,
+    pub pattern: Option<Vec<RawPattern>>,
+}
+
+/// `[[redaction.pattern]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPattern {
+    pub name: Spanned<String>,
+    pub regex: Spanned<String>,
+    pub max_len: Option<Spanned<usize>>,
 }
 
 /// `[server]`
@@ -112,6 +135,7 @@ pub struct RawRoute {
     pub expect_json: Option<bool>,
     pub failure_statuses: Option<Vec<Spanned<u16>>>,
     pub retry: Option<Spanned<RawRetry>>,
+    pub redact: Option<bool>,
 }
 
 /// A route's `fallback = { ... }`.

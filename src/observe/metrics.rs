@@ -11,12 +11,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// A route name as a label value: shares the policy's string instead of copying it
-/// on every request.
+/// A route or detector name as a label value: shares the policy's string instead of
+/// copying it on every request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub struct RouteName(pub Arc<str>);
+pub struct NameLabel(pub Arc<str>);
 
-impl EncodeLabelValue for RouteName {
+impl EncodeLabelValue for NameLabel {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
         encoder.write_str(&self.0)
     }
@@ -26,7 +26,7 @@ impl EncodeLabelValue for RouteName {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// Route name (`unmatched` for the rest).
-    pub route: RouteName,
+    pub route: NameLabel,
     /// Request method (`OTHER` for non-standard ones, to bound cardinality).
     pub method: &'static str,
     /// Status class: `2xx`, `4xx`, ...
@@ -37,14 +37,14 @@ pub struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabel {
     /// Route name.
-    pub route: RouteName,
+    pub route: NameLabel,
 }
 
 /// Labels of a request sitegate refused.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectionLabels {
     /// Route name.
-    pub route: RouteName,
+    pub route: NameLabel,
     /// DESIGN §5 error code.
     pub code: &'static str,
 }
@@ -53,7 +53,7 @@ pub struct RejectionLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamFailureLabels {
     /// Route name.
-    pub route: RouteName,
+    pub route: NameLabel,
     /// Failure reason (`connect`, `timeout`, ...).
     pub reason: &'static str,
 }
@@ -62,9 +62,18 @@ pub struct UpstreamFailureLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FallbackLabels {
     /// Route name.
-    pub route: RouteName,
+    pub route: NameLabel,
     /// The failure it answered for.
     pub reason: &'static str,
+}
+
+/// Labels of a redacted secret.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RedactionLabels {
+    /// Route name.
+    pub route: NameLabel,
+    /// Detector name.
+    pub detector: NameLabel,
 }
 
 /// Labels of a reload attempt.
@@ -95,6 +104,8 @@ pub struct Metrics {
     pub retries: Family<RouteLabel, Counter>,
     /// `sitegate_circuit_state`: 0 closed, 1 open, 2 half-open.
     pub circuit_state: Gauge,
+    /// `sitegate_redactions_total{route,detector}`
+    pub redactions: Family<RedactionLabels, Counter>,
     /// `sitegate_inflight_requests`
     pub inflight: Gauge,
     /// `sitegate_request_bytes_total`
@@ -169,6 +180,12 @@ impl Default for Metrics {
             "Upstream circuit breaker: 0 closed, 1 open, 2 half-open",
             circuit_state.clone(),
         );
+        let redactions = Family::<RedactionLabels, Counter>::default();
+        registry.register(
+            "redactions",
+            "Secrets replaced in responses, by route and detector",
+            redactions.clone(),
+        );
         let inflight = Gauge::default();
         registry.register(
             "inflight_requests",
@@ -198,6 +215,7 @@ impl Default for Metrics {
             fallbacks,
             retries,
             circuit_state,
+            redactions,
             inflight,
             bytes_in,
             bytes_out,
@@ -252,14 +270,14 @@ mod tests {
         let m = Metrics::default();
         m.requests
             .get_or_create(&RequestLabels {
-                route: RouteName("r".into()),
+                route: NameLabel("r".into()),
                 method: "GET",
                 status: "2xx",
             })
             .inc();
         m.request_duration
             .get_or_create(&RouteLabel {
-                route: RouteName("r".into()),
+                route: NameLabel("r".into()),
             })
             .observe(0.01);
         m.reloads

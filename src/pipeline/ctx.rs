@@ -17,7 +17,7 @@ use crate::error::{ErrorCode, Failure, UpstreamFailure, render};
 use crate::fallback::Fallback;
 use crate::observe::Category;
 use crate::observe::metrics::{
-    FallbackLabels, RejectionLabels, RequestLabels, RouteLabel, RouteName, UpstreamFailureLabels,
+    FallbackLabels, NameLabel, RejectionLabels, RequestLabels, RouteLabel, UpstreamFailureLabels,
     method_label, status_class,
 };
 use crate::state::Shared;
@@ -95,7 +95,7 @@ impl Ctx {
             .metrics
             .fallbacks
             .get_or_create(&FallbackLabels {
-                route: RouteName(self.route.clone()),
+                route: NameLabel(self.route.clone()),
                 reason: failure.as_str(),
             })
             .inc();
@@ -116,14 +116,14 @@ impl Ctx {
         let m = &self.shared.metrics;
         m.rejections
             .get_or_create(&RejectionLabels {
-                route: RouteName(self.route.clone()),
+                route: NameLabel(self.route.clone()),
                 code: code.as_str(),
             })
             .inc();
         if let Failure::Upstream(f) = failure {
             m.upstream_failures
                 .get_or_create(&UpstreamFailureLabels {
-                    route: RouteName(self.route.clone()),
+                    route: NameLabel(self.route.clone()),
                     reason: f.as_str(),
                 })
                 .inc();
@@ -150,14 +150,14 @@ impl Drop for Ctx {
         m.bytes_out.inc_by(self.bytes_out);
         m.requests
             .get_or_create(&RequestLabels {
-                route: RouteName(self.route.clone()),
+                route: NameLabel(self.route.clone()),
                 method: method_label(&self.method),
                 status: status_class(self.status),
             })
             .inc();
         m.request_duration
             .get_or_create(&RouteLabel {
-                route: RouteName(self.route.clone()),
+                route: NameLabel(self.route.clone()),
             })
             .observe(elapsed.as_secs_f64());
         tracing::info!(

@@ -18,7 +18,7 @@ use super::ctx::Ctx;
 use crate::body::{BodyStats, BoxBody, Limited, full};
 use crate::error::{ErrorCode, Failure, Rejection, UpstreamFailure};
 use crate::observe::Category;
-use crate::observe::metrics::{RouteLabel, RouteName};
+use crate::observe::metrics::{NameLabel, RouteLabel};
 use crate::policy::{Policy, RetryPolicy, Route};
 
 /// What the upstream call came to.
@@ -149,7 +149,7 @@ pub(super) async fn forward(
     let upstream = shared.upstreams[ctx.worker].load_full();
     let circuit_cfg = &policy.upstream.circuit;
     let label = || RouteLabel {
-        route: RouteName(route.name.clone()),
+        route: NameLabel(route.name.clone()),
     };
     loop {
         let Some(permit) = shared.circuit.admit(circuit_cfg) else {

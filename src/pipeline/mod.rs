@@ -12,11 +12,12 @@
 
 mod ctx;
 mod forward;
+mod redact;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::header::{HOST, HeaderValue};
+use http::header::{ACCEPT_ENCODING, HOST, HeaderValue};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -100,6 +101,12 @@ async fn proxy(
         return Err(Failure::Internal);
     };
     prepare_request_headers(&mut parts, &ctx.request_id, &peer);
+    if route.redact {
+        // A compressed answer would have to be decoded to be inspected.
+        parts
+            .headers
+            .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    }
     let resp = match forward::forward(ctx, policy, route, parts, incoming).await? {
         Forwarded::Response(resp) => resp,
         // fallback
@@ -120,6 +127,10 @@ async fn proxy(
     let (mut parts, incoming) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     parts.headers.insert(REQUEST_ID, ctx.request_id.clone());
+    // redact
+    if route.redact && redact::redactable(&parts.headers) {
+        return redact::redact(ctx, policy, route, parts, incoming).await;
+    }
     let body = IdleTimeout::new(incoming, route.timeout).boxed_unsync();
     Ok(Response::from_parts(parts, body))
 }

@@ -31,6 +31,30 @@ pub struct Policy {
     pub logging: LoggingSettings,
     /// `[[route]]` and `[unmatched]`
     pub routes: RouteTable,
+    /// `[redaction]`
+    pub redaction: RedactionPolicy,
+}
+
+/// `[redaction]`, compiled.
+#[derive(Debug, Clone)]
+pub struct RedactionPolicy {
+    /// Redact response bodies on routes that do not say otherwise.
+    pub responses: bool,
+    /// JSON and text responses up to this size are redacted whole (with
+    /// `X-Sitegate-Redacted`); larger or unsized ones stream through the engine.
+    pub buffer_limit: u64,
+    /// The engine, shared with the log writer.
+    pub redactor: std::sync::Arc<crate::redact::Redactor>,
+}
+
+impl Default for RedactionPolicy {
+    fn default() -> Self {
+        RedactionPolicy {
+            responses: true,
+            buffer_limit: 1 << 20,
+            redactor: crate::redact::default_redactor(),
+        }
+    }
 }
 
 /// Listener settings. The addresses are bound once: changing them needs a restart.

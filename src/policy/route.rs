@@ -32,6 +32,8 @@ pub struct Route {
     pub failure_statuses: StatusSet,
     /// Retries, when the route opts in.
     pub retry: Option<RetryPolicy>,
+    /// Redact JSON and text response bodies.
+    pub redact: bool,
 }
 
 /// A set of HTTP status codes (100–999).
@@ -104,6 +106,7 @@ impl Route {
             expect_json: false,
             failure_statuses: StatusSet::server_errors(),
             retry: None,
+            redact: true,
         }
     }
 

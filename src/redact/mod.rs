@@ -83,6 +83,18 @@ pub const DEFAULT_JSON_KEYS: &[&str] = &[
     "connection_string",
 ];
 
+/// The built-in engine with default settings, compiled once: what logs go through
+/// before a policy is loaded.
+pub fn default_redactor() -> Arc<Redactor> {
+    static DEFAULT: std::sync::LazyLock<Arc<Redactor>> = std::sync::LazyLock::new(|| {
+        #[allow(clippy::expect_used)]
+        let r = Redactor::new(&RedactionSettings::default())
+            .expect("invariant: the built-in detectors compile (tested)");
+        Arc::new(r)
+    });
+    DEFAULT.clone()
+}
+
 /// A secret found: which detector, and the byte range that is replaced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {

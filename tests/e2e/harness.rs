@@ -171,7 +171,7 @@ pub async fn send_body(
     let resp = client
         .request(req.body(body).unwrap())
         .await
-        .expect("request failed");
+        .unwrap_or_else(|e| panic!("request failed: {e:?}"));
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp
