@@ -247,6 +247,46 @@ async fn route(req: Request<Incoming>) -> Response<BoxBody> {
                 json_resp(StatusCode::OK, json!({"status": "ok", "call": seen}))
             }
         }
+        (Method::GET, ["secrets"]) => {
+            // N bytes of log-like text, a fake secret on every line, streamed in 64 KiB
+            // frames so that secrets fall across frame boundaries.
+            let n = query_u64(&req, "n").unwrap_or(1 << 20);
+            let mut r = Response::new(Leaky { offset: 0, len: n }.boxed_unsync());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain"),
+            );
+            r
+        }
+        (Method::GET, ["api", "gzip-leak"]) => {
+            // Compressed whatever the request asked for.
+            use std::io::Write;
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            let _ = enc.write_all(br#"{"aws_access_key_id":"AKIAIOSFODNN7EXAMPLE","ok":true}"#);
+            let gz = enc.finish().unwrap_or_default();
+            let mut r = Response::new(full(gz));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            r.headers_mut().insert(
+                header::CONTENT_ENCODING,
+                header::HeaderValue::from_static("gzip"),
+            );
+            r
+        }
+        (Method::GET, ["api", "brotli"]) => {
+            let mut r = Response::new(full("not really brotli"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            r.headers_mut().insert(
+                header::CONTENT_ENCODING,
+                header::HeaderValue::from_static("br"),
+            );
+            r
+        }
         (Method::GET, ["api", "leak"]) => json_resp(
             StatusCode::OK,
             json!({
@@ -325,6 +365,36 @@ pub fn hex(bytes: &[u8]) -> String {
 /// The byte at `i` of the `/bytes` pattern; tests recompute it to check bodies.
 pub fn pattern_byte(i: u64) -> u8 {
     (i % 251) as u8
+}
+
+/// One line of `/secrets`: 100 bytes with AWS's documented example key at column 30.
+pub const LEAKY_LINE: &[u8; 100] =
+    b"2026-11-28T00:00:00Z INFO key=AKIAIOSFODNN7EXAMPLE user=ops action=deploy status=ok ...............\n";
+
+/// Streams `len` bytes of `LEAKY_LINE`s in 64 KiB frames.
+struct Leaky {
+    offset: u64,
+    len: u64,
+}
+
+impl Body for Leaky {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.offset >= self.len {
+            return Poll::Ready(None);
+        }
+        let n = (self.len - self.offset).min(64 * 1024);
+        let chunk: Vec<u8> = (self.offset..self.offset + n)
+            .map(|i| LEAKY_LINE[(i % LEAKY_LINE.len() as u64) as usize])
+            .collect();
+        self.offset += n;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
+    }
 }
 
 /// Streams `len` bytes of the pattern in 64 KiB frames without holding them.

@@ -35,6 +35,13 @@ pub fn redact(file: Option<&Path>, policy: Option<&Path>) -> anyhow::Result<Exit
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut stream = Redacting::new(Arc::clone(&redactor));
     let mut buf = vec![0u8; 64 * 1024];
+    let mut counts: BTreeMap<Arc<str>, usize> = BTreeMap::new();
+    let mut write = |(bytes, found): (bytes::Bytes, Vec<crate::redact::Finding>)| {
+        for f in found {
+            *counts.entry(f.detector).or_default() += 1;
+        }
+        out.write_all(&bytes)
+    };
     loop {
         let n = match input.read(&mut buf) {
             Ok(0) => break,
@@ -42,14 +49,10 @@ pub fn redact(file: Option<&Path>, policy: Option<&Path>) -> anyhow::Result<Exit
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e.into()),
         };
-        out.write_all(&stream.push(&buf[..n], false))?;
+        write(stream.push(&buf[..n], false))?;
     }
-    out.write_all(&stream.push(&[], true))?;
+    write(stream.push(&[], true))?;
     out.flush()?;
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for f in stream.findings() {
-        *counts.entry(&f.detector).or_default() += 1;
-    }
     let total: usize = counts.values().sum();
     let detail: Vec<String> = counts.iter().map(|(d, n)| format!("{d}: {n}")).collect();
     eprintln!(

@@ -19,8 +19,8 @@ pub struct Redacting {
     buf: BytesMut,
     /// Where the pending bytes start in `buf`.
     from: usize,
-    /// Findings so far, by detector name.
-    found: Vec<Finding>,
+    /// Secrets found so far (only the count: a long stream may hold millions).
+    total: usize,
 }
 
 impl Redacting {
@@ -30,12 +30,13 @@ impl Redacting {
             redactor,
             buf: BytesMut::new(),
             from: 0,
-            found: Vec::new(),
+            total: 0,
         }
     }
 
-    /// Feeds `chunk` (or the end, with `eof`); returns the output that is final now.
-    pub fn push(&mut self, chunk: &[u8], eof: bool) -> Bytes {
+    /// Feeds `chunk` (or the end, with `eof`); returns the output that is final now
+    /// and the secrets replaced in it (ranges relative to this call's buffer).
+    pub fn push(&mut self, chunk: &[u8], eof: bool) -> (Bytes, Vec<Finding>) {
         self.buf.extend_from_slice(chunk);
         let (found, safe) = self.redactor.scan(&self.buf, self.from, eof);
         let out = if found.is_empty() {
@@ -46,19 +47,17 @@ impl Redacting {
                 .apply(&self.buf, self.from, safe, &found, &mut out);
             Bytes::from(out)
         };
-        // Ranges are reported relative to this call's buffer; only the count and
-        // names are kept, so they need no rebasing.
-        self.found.extend(found);
+        self.total += found.len();
         // Keep a little already-emitted context, drop the rest.
         let drop_to = safe.saturating_sub(CONTEXT);
         let _ = self.buf.split_to(drop_to);
         self.from = safe - drop_to;
-        out
+        (out, found)
     }
 
-    /// Findings so far.
-    pub fn findings(&self) -> &[Finding] {
-        &self.found
+    /// Secrets found so far.
+    pub fn total(&self) -> usize {
+        self.total
     }
 
     /// Bytes held back right now.
@@ -76,7 +75,6 @@ pub struct RedactBody<B> {
     state: Redacting,
     done: bool,
     on_finding: Option<OnFinding>,
-    reported: usize,
 }
 
 impl<B> RedactBody<B> {
@@ -87,17 +85,15 @@ impl<B> RedactBody<B> {
             state: Redacting::new(redactor),
             done: false,
             on_finding,
-            reported: 0,
         }
     }
 
-    fn report(&mut self) {
+    fn push(&mut self, chunk: &[u8], eof: bool) -> Bytes {
+        let (out, found) = self.state.push(chunk, eof);
         if let Some(f) = &self.on_finding {
-            for finding in &self.state.findings()[self.reported..] {
-                f(finding);
-            }
+            found.iter().for_each(f);
         }
-        self.reported = self.state.findings().len();
+        out
     }
 }
 
@@ -121,16 +117,14 @@ where
             match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
-                        let out = this.state.push(&data, false);
-                        this.report();
+                        let out = this.push(&data, false);
                         if !out.is_empty() {
                             return Poll::Ready(Some(Ok(Frame::data(out))));
                         }
                     }
                     // Trailers pass after the held-back bytes.
                     Err(frame) => {
-                        let out = this.state.push(&[], true);
-                        this.report();
+                        let out = this.push(&[], true);
                         this.done = true;
                         if out.is_empty() {
                             return Poll::Ready(Some(Ok(frame)));
@@ -142,8 +136,7 @@ where
                 Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
                 None => {
                     this.done = true;
-                    let out = this.state.push(&[], true);
-                    this.report();
+                    let out = this.push(&[], true);
                     if out.is_empty() {
                         return Poll::Ready(None);
                     }

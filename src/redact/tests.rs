@@ -341,11 +341,11 @@ fn streamed(r: &Arc<Redactor>, input: &[u8], cuts: &[usize]) -> (Vec<u8>, usize)
     let mut out = Vec::new();
     let mut at = 0;
     for &c in cuts {
-        out.extend_from_slice(&s.push(&input[at..c], false));
+        out.extend_from_slice(&s.push(&input[at..c], false).0);
         at = c;
     }
-    out.extend_from_slice(&s.push(&input[at..], true));
-    (out, s.findings().len())
+    out.extend_from_slice(&s.push(&input[at..], true).0);
+    (out, s.total())
 }
 
 fn whole(r: &Redactor, input: &[u8]) -> (Vec<u8>, usize) {
@@ -445,7 +445,7 @@ fn a_stream_holds_back_a_bounded_window() {
     let chunk = vec![b'a'; 64 * 1024];
     let mut max_held = 0;
     for _ in 0..200 {
-        let out = s.push(&chunk, false);
+        let (out, _) = s.push(&chunk, false);
         assert!(!out.is_empty());
         max_held = max_held.max(s.held());
     }

@@ -356,3 +356,81 @@ async fn fifty_megabytes_stream_both_ways_intact_in_bounded_memory() {
         "peak RSS {peak} KiB is over 64 MiB: the proxy buffered"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_megabytes_of_secrets_stream_redacted_in_flat_memory_and_logs_stay_clean() {
+    const LEN: u64 = 100_000_000;
+    let app = sitegate::demo::start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let main = write_policy(dir.path(), &app.addr.to_string(), "", "");
+    let p = Proc::start(&main);
+
+    let req = http::Request::get(format!("http://{}/secrets?n={LEN}", p.addr))
+        .body(sitegate::body::full(""))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    // Look for the secret across frame boundaries too: keep the tail of the last frame.
+    let mut carry: Vec<u8> = Vec::new();
+    let (mut bytes, mut replaced) = (0u64, 0usize);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.unwrap();
+        let Some(d) = frame.data_ref() else { continue };
+        bytes += d.len() as u64;
+        carry.extend_from_slice(d);
+        let text = String::from_utf8_lossy(&carry);
+        assert!(
+            !text.contains("AKIAIOSFODNN7"),
+            "a secret got through near byte {bytes}"
+        );
+        replaced += text.matches("[REDACTED]").count();
+        // Keep less than one replacement, so none is counted twice.
+        let keep = carry.len().min(9);
+        carry.drain(..carry.len() - keep);
+    }
+    assert_eq!(replaced as u64, LEN / 100);
+    assert_eq!(
+        bytes,
+        LEN - (LEN / 100) * 10,
+        "each 20-byte key became 10 bytes"
+    );
+
+    // A secret in a request path reaches the log only redacted.
+    let r = get(&format!(
+        "http://{}/api/keys/{}",
+        p.addr, "AKIAIOSFODNN7EXAMPLE"
+    ))
+    .await;
+    assert_eq!(r.status, 404);
+    let peak = p.peak_rss_kib();
+    eprintln!("sitegate peak RSS while redacting a 100 MB stream: {peak} KiB");
+    assert!(
+        peak < 64 * 1024,
+        "peak RSS {peak} KiB: the redactor buffered"
+    );
+
+    let lines = p.lines.clone();
+    assert_eventually(
+        "the access line of the path request is written",
+        Duration::from_secs(10),
+        || {
+            let n = lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains("/api/keys/"))
+                .count();
+            async move { n > 0 }
+        },
+    )
+    .await;
+    let all = p.lines.lock().unwrap().join("\n");
+    assert!(
+        !all.contains("AKIAIOSFODNN7EXAMPLE"),
+        "a secret reached the log"
+    );
+    assert!(all.contains("/api/keys/[REDACTED]"), "{all}");
+}

@@ -6,4 +6,5 @@ mod failure;
 mod harness;
 mod legacy;
 mod proxy;
+mod redaction;
 mod reload;
