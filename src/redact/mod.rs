@@ -7,6 +7,8 @@
 //! bytes a match could still start in (see [`Redactor::scan`]).
 
 pub mod detectors;
+#[doc(hidden)]
+pub mod samples;
 pub mod stream;
 
 use std::ops::Range;
@@ -160,18 +162,21 @@ impl Redactor {
                 .iter()
                 .map(|k| regex::escape(k))
                 .collect();
+            // Plain JSON, and JSON escaped inside a JSON string (a config echoed by a
+            // debug endpoint): `"token": "v"` and `\"token\": \"v\"`.
             let pattern = format!(
-                r#"(?i)"(?:{})"\s*:\s*"((?:[^"\\]|\\.)+)""#,
+                r#"(?i)\\?"(?:{})\\?"\s*:\s*(?:\\"([^"\\]+)\\"|"((?:[^"\\]|\\.)+)")"#,
                 alternatives.join("|")
             );
             let regex = Regex::new(&pattern).map_err(|e| BuildError(format!("json-key: {e}")))?;
             for k in &settings.json_keys {
-                keyword_list.push((format!("\"{k}\""), detectors.len()));
+                keyword_list.push((format!("\"{k}"), detectors.len()));
             }
             detectors.push(Detector {
                 name: Arc::from("json-key"),
                 regex,
-                lookback: 0,
+                // The escaped form starts with the backslash before the keyword's quote.
+                lookback: 1,
                 max_len: 4096 * 2 + 256,
                 redact: Redact::Group,
                 check: Check::Generic(1.5),
@@ -378,7 +383,8 @@ impl Redactor {
                 }
                 let replace = match det.redact {
                     Redact::Match => m.range(),
-                    Redact::Group => match caps.get(1) {
+                    // The first group that took part (a pattern may have alternatives).
+                    Redact::Group => match caps.iter().skip(1).flatten().next() {
                         Some(g) => g.range(),
                         None => return,
                     },

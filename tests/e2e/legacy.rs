@@ -354,3 +354,38 @@ async fn flask_failures_become_fallbacks_and_the_breaker_follows_the_app() {
         "closed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_of_any_kind_leaves_flask_through_sitegate() {
+    let flask = tokio::task::spawn_blocking(Flask::start).await.unwrap();
+    let proxy = proxy_for(&flask).await;
+    for (name, text, secret, _) in sitegate::redact::samples::cases() {
+        for path in ["/api/reflect", "/api/reflect.txt"] {
+            let r = send(
+                "POST",
+                &format!("http://{}{path}", proxy.addr),
+                &[("content-type", "text/plain")],
+                text.clone(),
+            )
+            .await;
+            assert_eq!(r.status, 200, "{name} {path}");
+            let body = r.body_text();
+            // JSON escapes newlines inside PEM blocks; compare on the raw secret.
+            assert!(
+                !body.contains(&secret),
+                "{name} leaked through {path}: {body}"
+            );
+            assert!(body.contains("[REDACTED]"), "{name} {path}: {body}");
+        }
+    }
+    // A gzip answer is inspected too (Flask compresses nothing by itself; the stand-in
+    // covers compressed bodies), and the app's own JSON keys are redacted at any depth.
+    let r = send(
+        "POST",
+        &format!("http://{}/api/reflect", proxy.addr),
+        &[("content-type", "application/json")],
+        r#"{"user":{"password":"hunter2x"}}"#,
+    )
+    .await;
+    assert!(!r.body_text().contains("hunter2x"), "{}", r.body_text());
+}

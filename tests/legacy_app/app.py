@@ -81,6 +81,18 @@ def leak():
     return jsonify(status="ok", debug={"aws_access_key_id": "AKIAIOSFODNN7EXAMPLE"})
 
 
+@app.post("/api/reflect")
+def reflect():
+    # What a careless debug endpoint does: echo what it was given, nested, as JSON.
+    text = request.get_data(as_text=True)
+    return jsonify(status="ok", debug={"nested": {"deep": [text]}, "config": text})
+
+
+@app.post("/api/reflect.txt")
+def reflect_text():
+    return Response(request.get_data(), mimetype="text/plain")
+
+
 @app.post("/sha256")
 def sha256():
     h = hashlib.sha256()
