@@ -17,7 +17,7 @@ pub fn alnum(n: usize, seed: u64) -> String {
 pub fn hexs(n: usize, seed: u64) -> String {
     let mut rng = fastrand::Rng::with_seed(seed);
     (0..n)
-        .map(|_| std::char::from_digit(rng.u32(0..16), 16).unwrap())
+        .map(|_| char::from(b"0123456789abcdef"[rng.usize(0..16)]))
         .collect()
 }
 
