@@ -78,8 +78,9 @@ NGINX
 "$NGINX" -c "$work/nginx.conf" -p "$work"
 wait_port "$NGINX_PORT"
 
-# sitegate: pass-through (no route guards), access log at warn so it costs what
-# nginx's "access_log off" costs.
+# sitegate: a pass-through route (no guard, no redaction) and the same route with
+# response redaction; access log at warn so it costs what nginx's "access_log off"
+# costs.
 cat >"$work/sitegate.toml" <<TOML
 [server]
 listen = "127.0.0.1:$SG_PORT"
@@ -88,6 +89,12 @@ admin_listen = "127.0.0.1:$SG_ADMIN"
 url = "http://127.0.0.1:$UP_PORT"
 [logging]
 level = "warn"
+[redaction]
+responses = false
+[[route]]
+name = "redacted"
+path = "/api/redacted"
+redact = true
 TOML
 target/release/sitegate run --config "$work/sitegate.toml" >"$work/sitegate.log" 2>&1 &
 sg_pid=$!
@@ -139,6 +146,7 @@ for kind in get post; do
     run_case "direct-$kind" "http://127.0.0.1:$UP_PORT/api/phase9/intelligence" "$script" "$up_pid"
     run_case "nginx-$kind" "http://127.0.0.1:$NGINX_PORT/api/phase9/intelligence" "$script" $(pgrep -P "$(cat "$work/nginx.pid")")
     run_case "sitegate-$kind" "http://127.0.0.1:$SG_PORT/api/phase9/intelligence" "$script" "$sg_pid"
+    run_case "redacted-$kind" "http://127.0.0.1:$SG_PORT/api/redacted" "$script" "$sg_pid"
 done
 peak_rss=$(rss_kib "$sg_pid" VmHWM)
 
@@ -147,7 +155,8 @@ echo
 for kind in get post; do
     echo "$kind: sitegate/nginx requests/s = $(ratio "${RPS[sitegate-$kind]}" "${RPS[nginx-$kind]}")x," \
          "sitegate/direct = $(ratio "${RPS[sitegate-$kind]}" "${RPS[direct-$kind]}")x," \
-         "p99 sitegate ${P99[sitegate-$kind]} vs nginx ${P99[nginx-$kind]}"
+         "p99 sitegate ${P99[sitegate-$kind]} vs nginx ${P99[nginx-$kind]};" \
+         "redacted/pass-through = $(ratio "${RPS[redacted-$kind]}" "${RPS[sitegate-$kind]}")x"
 done
 echo "sitegate RSS: idle $((idle_rss / 1024)) MiB ($idle_rss KiB), peak under load $((peak_rss / 1024)) MiB"
 if grep -q '"level":"ERROR"' "$work/sitegate.log"; then

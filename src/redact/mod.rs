@@ -143,7 +143,10 @@ impl Redactor {
             .iter()
             .filter(|b| !settings.disable.iter().any(|d| d == b.name))
         {
-            let regex = Regex::new(b.regex).map_err(|e| BuildError(format!("{}: {e}", b.name)))?;
+            // ASCII mode: secrets are ASCII, and Unicode classes (`\b`, `\s`, `(?i)`)
+            // would make each automaton many times larger and slower.
+            let regex = Regex::new(&format!("(?-u){}", b.regex))
+                .map_err(|e| BuildError(format!("{}: {e}", b.name)))?;
             for k in b.keywords {
                 keyword_list.push((k.to_string(), detectors.len()));
             }
@@ -165,7 +168,7 @@ impl Redactor {
             // Plain JSON, and JSON escaped inside a JSON string (a config echoed by a
             // debug endpoint): `"token": "v"` and `\"token\": \"v\"`.
             let pattern = format!(
-                r#"(?i)\\?"(?:{})\\?"\s*:\s*(?:\\"([^"\\]+)\\"|"((?:[^"\\]|\\.)+)")"#,
+                r#"(?-u)(?i)\\?"(?:{})\\?"\s*:\s*(?:\\"([^"\\]+)\\"|"((?:[^"\\]|\\.)+)")"#,
                 alternatives.join("|")
             );
             let regex = Regex::new(&pattern).map_err(|e| BuildError(format!("json-key: {e}")))?;
