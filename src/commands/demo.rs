@@ -61,6 +61,10 @@ Try:
   head -c 3000000 /dev/zero | curl -si http://{p}/api/phase9/intelligence {j} -H 'Transfer-Encoding: chunked' --data-binary @-
   # the app crashing on a phase route: the route's fallback answers, X-Sitegate-Fallback: 5xx
   curl -si 'http://{p}/api/phase9/intelligence?fail=1' {j} -d '{{"project_id":"P001"}}'
+  # the app leaking a (fake, documented) AWS key: redacted, X-Sitegate-Redacted: 1
+  curl -si http://{p}/api/leak
+  # a secret in a stream of 1 MB log lines: every one redacted as it passes
+  curl -s 'http://{p}/secrets?n=1000000' | grep -c REDACTED
   # the app failing where no fallback is configured: its 500 passes through unchanged
   curl -si http://{p}/api/fail
   # admin: health, readiness, metrics, the loaded policy, and a reload
