@@ -278,6 +278,7 @@ fn compile_logging(
         return LoggingSettings {
             format: Default::default(),
             level: "info".into(),
+            file: None,
         };
     };
     let level = match raw.level {
@@ -294,9 +295,29 @@ fn compile_logging(
         }
         None => "info".into(),
     };
+    let max_files = match raw.max_files {
+        Some(n) if *n.get_ref() < 1 || *n.get_ref() > 1000 => {
+            diags.push(Diagnostic::at(
+                &src.path,
+                &src.text,
+                Some(n.span()),
+                "logging.max_files must be between 1 and 1000",
+            ));
+            10
+        }
+        Some(n) => n.into_inner(),
+        None => 10,
+    };
+    let file = raw.file.map(|f| crate::observe::sink::FileSettings {
+        // Relative to the policy file, like every other path in it.
+        path: super::compile_route::resolve(&src.path, &f),
+        max_size: raw.max_file_size.map_or(100 << 20, |s| s.0.max(1)),
+        max_files,
+    });
     LoggingSettings {
         format: raw.format.unwrap_or_default(),
         level,
+        file,
     }
 }
 
@@ -397,6 +418,7 @@ fn compile_routes(
         }
         route.retry = r.retry.and_then(|rt| compile_route::retry(rt, &mut sink));
         route.redact = r.redact.unwrap_or(redaction.responses);
+        route.slow_after = r.slow_after.map(|d| d.0);
         routes.push(route);
         diags.extend(sink.diags);
     }

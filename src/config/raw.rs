@@ -108,6 +108,9 @@ pub struct RawLimits {
 pub struct RawLogging {
     pub format: Option<LogFormat>,
     pub level: Option<Spanned<String>>,
+    pub file: Option<String>,
+    pub max_file_size: Option<Size>,
+    pub max_files: Option<Spanned<usize>>,
 }
 
 /// How log lines are written.
@@ -136,6 +139,7 @@ pub struct RawRoute {
     pub failure_statuses: Option<Vec<Spanned<u16>>>,
     pub retry: Option<Spanned<RawRetry>>,
     pub redact: Option<bool>,
+    pub slow_after: Option<Dur>,
 }
 
 /// A route's `fallback = { ... }`.

@@ -186,6 +186,11 @@ impl Default for Metrics {
             "Secrets replaced in responses, by route and detector",
             redactions.clone(),
         );
+        registry.register(
+            "log_dropped",
+            "Routine log lines dropped because the log writer fell behind",
+            super::sink::DROPPED.clone(),
+        );
         let inflight = Gauge::default();
         registry.register(
             "inflight_requests",

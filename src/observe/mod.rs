@@ -4,12 +4,11 @@
 //! engine on its way to that writer.
 
 pub mod metrics;
+pub mod sink;
 
-use std::io::Write;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tracing_appender::non_blocking::NonBlocking;
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
@@ -69,41 +68,16 @@ pub fn redact_line(line: &[u8]) -> Option<Vec<u8>> {
     redactor.redact(line).map(|(out, _)| out)
 }
 
-/// The writer tracing formats into: redacts, then queues for the writer thread.
-/// tracing-subscriber formats each event whole and writes it with one call, so a
-/// secret is never split across two writes.
-pub struct RedactingWriter<W>(W);
-
-impl<W: Write> Write for RedactingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match redact_line(buf) {
-            Some(clean) => self.0.write_all(&clean)?,
-            None => self.0.write_all(buf)?,
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
-    }
-}
-
-/// Makes [`RedactingWriter`]s over the non-blocking writer.
-#[derive(Clone)]
-pub struct RedactingMakeWriter(NonBlocking);
-
-impl<'a> MakeWriter<'a> for RedactingMakeWriter {
-    type Writer = RedactingWriter<NonBlocking>;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        RedactingWriter(self.0.clone())
-    }
-}
-
-/// Keeps the log writer alive: dropping it flushes what is queued.
+/// Keeps the log writer alive: dropping it writes out what is queued.
 pub struct LogGuard {
-    _worker: tracing_appender::non_blocking::WorkerGuard,
+    sink: sink::Sink,
     filter: reload::Handle<EnvFilter, Registry>,
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        self.sink.flush(Duration::from_secs(2));
+    }
 }
 
 impl LogGuard {
@@ -119,14 +93,10 @@ impl LogGuard {
     }
 }
 
-/// Installs the process-wide logger. Lines are queued (up to 128k) for a writer thread;
-/// if the queue is full, lines are dropped rather than blocking a request.
+/// Installs the process-wide logger (see [`sink`]).
 pub fn init(settings: &LoggingSettings) -> anyhow::Result<LogGuard> {
-    let (writer, worker) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(128 * 1024)
-        .lossy(true)
-        .finish(std::io::stdout());
-    let writer = RedactingMakeWriter(writer);
+    let sink = sink::Sink::start(settings.file.as_ref())?;
+    let writer = sink.clone();
     let (filter, handle) = reload::Layer::new(EnvFilter::try_new(&settings.level)?);
     let registry = tracing_subscriber::registry().with(filter);
     match settings.format {
@@ -145,7 +115,7 @@ pub fn init(settings: &LoggingSettings) -> anyhow::Result<LogGuard> {
             .try_init()?,
     }
     Ok(LogGuard {
-        _worker: worker,
+        sink,
         filter: handle,
     })
 }

@@ -32,6 +32,7 @@ pub(crate) struct Ctx {
     pub(super) method: Method,
     pub(super) uri: http::Uri,
     pub(super) route: Arc<str>,
+    pub(super) slow_after: Option<std::time::Duration>,
     pub(super) start: Instant,
     pub(super) inflight_at_start: usize,
     pub(super) status: u16,
@@ -64,6 +65,7 @@ impl Ctx {
             method: req.method().clone(),
             uri: req.uri().clone(),
             route: Arc::from(crate::policy::UNMATCHED),
+            slow_after: None,
             start: Instant::now(),
             inflight_at_start,
             status: 0,
@@ -160,6 +162,17 @@ impl Drop for Ctx {
                 route: NameLabel(self.route.clone()),
             })
             .observe(elapsed.as_secs_f64());
+        if let Some(limit) = self.slow_after.filter(|l| elapsed > *l) {
+            tracing::warn!(
+                category = Category::Perf.as_str(),
+                request_id = self.id(),
+                route = %self.route,
+                duration_ms = millis(elapsed),
+                upstream_ms = self.upstream_ms.map(millis),
+                slow_after_ms = millis(limit),
+                "slow request"
+            );
+        }
         tracing::info!(
             target: "sitegate::access",
             category = Category::Access.as_str(),

@@ -93,6 +93,7 @@ async fn proxy(
         );
     };
     ctx.route = route.name.clone();
+    ctx.slow_after = route.slow_after;
     // limits
     check_head(route, &parts.headers)?;
 

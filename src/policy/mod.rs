@@ -127,6 +127,8 @@ pub struct LoggingSettings {
     pub format: LogFormat,
     /// A `tracing` filter such as `info` or `info,hyper=warn` (reloadable).
     pub level: String,
+    /// A rotating log file besides stdout (fixed at start).
+    pub file: Option<crate::observe::sink::FileSettings>,
 }
 
 impl Policy {
@@ -148,6 +150,9 @@ impl Policy {
         }
         if self.logging.format != next.logging.format {
             out.push("logging.format");
+        }
+        if self.logging.file != next.logging.file {
+            out.push("logging.file");
         }
         out
     }

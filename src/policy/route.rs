@@ -34,6 +34,8 @@ pub struct Route {
     pub retry: Option<RetryPolicy>,
     /// Redact JSON and text response bodies.
     pub redact: bool,
+    /// Requests slower than this write a `perf` warning.
+    pub slow_after: Option<Duration>,
 }
 
 /// A set of HTTP status codes (100–999).
@@ -107,6 +109,7 @@ impl Route {
             failure_statuses: StatusSet::server_errors(),
             retry: None,
             redact: true,
+            slow_after: None,
         }
     }
 

@@ -434,3 +434,114 @@ async fn a_hundred_megabytes_of_secrets_stream_redacted_in_flat_memory_and_logs_
     );
     assert!(all.contains("/api/keys/[REDACTED]"), "{all}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_file_rotates_keeping_max_files_and_holds_no_secret() {
+    let app = sitegate::demo::start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let main = write_policy(
+        dir.path(),
+        &app.addr.to_string(),
+        "\n[logging]\nfile = \"logs/sitegate.log\"\nmax_file_size = 2048\nmax_files = 3\n",
+        "",
+    );
+    let p = Proc::start(&main);
+    for i in 0..60 {
+        let r = get(&format!(
+            "http://{}/api/keys/AKIAIOSFODNN7EXAMPLE?n={i}",
+            p.addr
+        ))
+        .await;
+        assert_eq!(r.status, 404);
+    }
+    let log = dir.path().join("logs/sitegate.log");
+    assert_eventually("the log rotated", Duration::from_secs(10), || {
+        let rotated = dir.path().join("logs/sitegate.log.2").exists();
+        async move { rotated }
+    })
+    .await;
+    drop(p);
+    let files = sitegate::observe::sink::rotated_files(&log);
+    let names: Vec<String> = std::fs::read_dir(dir.path().join("logs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 3, "{names:?}");
+    assert_eq!(names.len(), 3, "{names:?}");
+    let mut lines = 0;
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        assert!(
+            !text.contains("AKIAIOSFODNN7EXAMPLE"),
+            "a secret reached {}",
+            f.display()
+        );
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(
+                v["timestamp"].is_string() && v["level"].is_string(),
+                "{line}"
+            );
+            lines += 1;
+        }
+        // Whole lines only: rotation never cuts one.
+        assert!(text.is_empty() || text.ends_with('\n'));
+    }
+    assert!(lines > 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_slow_after_writes_one_perf_warning() {
+    let app = sitegate::demo::start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let main = write_policy(
+        dir.path(),
+        &app.addr.to_string(),
+        "",
+        "[[route]]\nname = \"slow\"\npath = \"/api/slow\"\nslow_after = \"100ms\"\n",
+    );
+    let p = Proc::start(&main);
+    let fast = send(
+        "GET",
+        &format!("http://{}/api/slow?ms=1", p.addr),
+        &[("x-request-id", "fast-1")],
+        "",
+    )
+    .await;
+    assert_eq!(fast.status, 200);
+    let slow = send(
+        "GET",
+        &format!("http://{}/api/slow?ms=300", p.addr),
+        &[("x-request-id", "slow-1")],
+        "",
+    )
+    .await;
+    assert_eq!(slow.status, 200);
+    let lines = p.lines.clone();
+    assert_eventually("the perf line is written", Duration::from_secs(10), || {
+        let n = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("\"perf\""))
+            .count();
+        async move { n > 0 }
+    })
+    .await;
+    let perf: Vec<String> = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("\"perf\""))
+        .cloned()
+        .collect();
+    assert_eq!(perf.len(), 1, "{perf:?}");
+    let v: serde_json::Value = serde_json::from_str(&perf[0]).unwrap();
+    assert_eq!(v["request_id"], "slow-1");
+    assert_eq!(v["level"], "WARN");
+    assert!(v["duration_ms"].as_f64().unwrap() >= 300.0);
+}
