@@ -118,6 +118,7 @@ pub async fn start(mut policy: Policy, options: Options) -> Result<Running, Bind
         policy: ArcSwap::from_pointee(policy),
         circuit: Circuit::default(),
         retry_budget: ArcSwap::from_pointee(budget),
+        resources: Default::default(),
 
         metrics: Metrics::default(),
         inflight: AtomicUsize::new(0),
@@ -153,6 +154,7 @@ pub async fn start(mut policy: Policy, options: Options) -> Result<Running, Bind
         done.push(rx);
     }
     let admin = tokio::spawn(admin::serve(admin_listener, shared.clone()));
+    let monitor = tokio::spawn(crate::observe::resources::monitor(shared.clone()));
     let reloader = reload::start(shared.clone(), reload_tx, reload_rx, shutdown_rx);
     let policy = shared.policy.load();
     tracing::info!(
@@ -170,7 +172,7 @@ pub async fn start(mut policy: Policy, options: Options) -> Result<Running, Bind
         shared,
         shutdown,
         workers: done,
-        others: vec![admin, reloader],
+        others: vec![admin, reloader, monitor],
     })
 }
 

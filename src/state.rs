@@ -121,6 +121,8 @@ pub struct Shared {
     /// Limits retries to a share of the traffic of routes that retry; replaced when
     /// `[upstream.retry_budget]` changes.
     pub retry_budget: ArcSwap<TpsBudget>,
+    /// The resource monitor's last sample.
+    pub resources: crate::observe::resources::Readings,
     /// Every metric.
     pub metrics: Metrics,
     /// Requests being handled.

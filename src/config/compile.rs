@@ -12,8 +12,8 @@ use toml::Spanned;
 
 use super::diag::{Diagnostic, Diagnostics};
 use super::raw::{
-    RawFile, RawLimits, RawLogging, RawRedaction, RawRoute, RawServer, RawUnmatched, RawUpstream,
-    UnmatchedAction,
+    RawFile, RawLimits, RawLogging, RawRedaction, RawResources, RawRoute, RawServer, RawUnmatched,
+    RawUpstream, UnmatchedAction,
 };
 use super::{Source, SourceKind, compile_redaction, compile_route};
 use crate::policy::UNMATCHED;
@@ -109,6 +109,7 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
     let mut logging: Option<(RawLogging, &Source)> = None;
     let mut unmatched: Option<(RawUnmatched, &Source)> = None;
     let mut redaction: Option<(RawRedaction, &Source)> = None;
+    let mut resources: Option<(RawResources, &Source)> = None;
     let mut routes: Vec<(Spanned<RawRoute>, &Source)> = Vec::new();
 
     for (src, raw) in parsed {
@@ -128,6 +129,7 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
         claim(&mut logging, raw.logging, "logging", src, &mut sink);
         claim(&mut unmatched, raw.unmatched, "unmatched", src, &mut sink);
         claim(&mut redaction, raw.redaction, "redaction", src, &mut sink);
+        claim(&mut resources, raw.resources, "resources", src, &mut sink);
         routes.extend(raw.route.into_iter().map(|r| (r, src)));
         diags.extend(sink.diags);
     }
@@ -154,6 +156,7 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
         logging,
         routes: table,
         redaction,
+        shed: compile_resources(resources, &mut diags),
     })
 }
 
@@ -321,6 +324,33 @@ fn compile_logging(
     }
 }
 
+fn compile_resources(
+    raw: Option<(RawResources, &Source)>,
+    diags: &mut Vec<Diagnostic>,
+) -> crate::guard::shed::ShedSettings {
+    let (raw, src) = match raw {
+        Some((raw, src)) => (raw, Some(src)),
+        None => (RawResources::default(), None),
+    };
+    let mut percent = |v: Option<Spanned<f32>>, default: f32, key: &str| match (v, src) {
+        (Some(p), Some(src)) if !(0.0..=100.0).contains(p.get_ref()) => {
+            diags.push(Diagnostic::at(
+                &src.path,
+                &src.text,
+                Some(p.span()),
+                format!("resources.{key} must be between 0 and 100 (100 never sheds)"),
+            ));
+            default
+        }
+        (p, _) => p.map_or(default, Spanned::into_inner),
+    };
+    crate::guard::shed::ShedSettings {
+        memory_percent: percent(raw.shed_memory_percent, 80.0, "shed_memory_percent"),
+        cpu_percent: percent(raw.shed_cpu_percent, 90.0, "shed_cpu_percent"),
+        sample_every: raw.sample_every.map_or(Duration::from_secs(1), |d| d.0),
+    }
+}
+
 const METHODS: [Method; 8] = [
     Method::GET,
     Method::HEAD,
@@ -419,6 +449,7 @@ fn compile_routes(
         route.retry = r.retry.and_then(|rt| compile_route::retry(rt, &mut sink));
         route.redact = r.redact.unwrap_or(redaction.responses);
         route.slow_after = r.slow_after.map(|d| d.0);
+        route.shed = r.shed.unwrap_or(true);
         routes.push(route);
         diags.extend(sink.diags);
     }

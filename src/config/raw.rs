@@ -30,6 +30,17 @@ pub struct RawFile {
     pub unmatched: Option<Spanned<RawUnmatched>>,
     /// `[redaction]`
     pub redaction: Option<Spanned<RawRedaction>>,
+    /// `[resources]`
+    pub resources: Option<Spanned<RawResources>>,
+}
+
+/// `[resources]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResources {
+    pub sample_every: Option<Dur>,
+    pub shed_memory_percent: Option<Spanned<f32>>,
+    pub shed_cpu_percent: Option<Spanned<f32>>,
 }
 
 /// `[redaction]`
@@ -140,6 +151,7 @@ pub struct RawRoute {
     pub retry: Option<Spanned<RawRetry>>,
     pub redact: Option<bool>,
     pub slow_after: Option<Dur>,
+    pub shed: Option<bool>,
 }
 
 /// A route's `fallback = { ... }`.

@@ -2,3 +2,4 @@
 //! No I/O, no clock: each is testable with a `#[test]`.
 
 pub mod limits;
+pub mod shed;

@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -76,6 +77,13 @@ pub struct RedactionLabels {
     pub detector: NameLabel,
 }
 
+/// Labels of a shed request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShedLabels {
+    /// `memory`, `cpu` or `inflight`.
+    pub reason: &'static str,
+}
+
 /// Labels of a reload attempt.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
@@ -106,6 +114,16 @@ pub struct Metrics {
     pub circuit_state: Gauge,
     /// `sitegate_redactions_total{route,detector}`
     pub redactions: Family<RedactionLabels, Counter>,
+    /// `sitegate_shed_total{reason}`
+    pub shed: Family<ShedLabels, Counter>,
+    /// `sitegate_system_memory_percent`
+    pub system_memory_percent: Gauge<f64, AtomicU64>,
+    /// `sitegate_system_cpu_percent`
+    pub system_cpu_percent: Gauge<f64, AtomicU64>,
+    /// `sitegate_process_resident_memory_bytes`
+    pub process_rss_bytes: Gauge,
+    /// `sitegate_process_cpu_percent` (100 = one core)
+    pub process_cpu_percent: Gauge<f64, AtomicU64>,
     /// `sitegate_inflight_requests`
     pub inflight: Gauge,
     /// `sitegate_request_bytes_total`
@@ -186,6 +204,36 @@ impl Default for Metrics {
             "Secrets replaced in responses, by route and detector",
             redactions.clone(),
         );
+        let shed = Family::<ShedLabels, Counter>::default();
+        registry.register(
+            "shed",
+            "Requests refused with 429 to protect the proxy, by reason",
+            shed.clone(),
+        );
+        let system_memory_percent = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "system_memory_percent",
+            "System memory in use, percent (resource monitor)",
+            system_memory_percent.clone(),
+        );
+        let system_cpu_percent = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "system_cpu_percent",
+            "System CPU in use, percent (resource monitor)",
+            system_cpu_percent.clone(),
+        );
+        let process_rss_bytes = Gauge::default();
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the sitegate process",
+            process_rss_bytes.clone(),
+        );
+        let process_cpu_percent = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "process_cpu_percent",
+            "CPU used by the sitegate process, percent of one core",
+            process_cpu_percent.clone(),
+        );
         registry.register(
             "log_dropped",
             "Routine log lines dropped because the log writer fell behind",
@@ -221,6 +269,11 @@ impl Default for Metrics {
             retries,
             circuit_state,
             redactions,
+            shed,
+            system_memory_percent,
+            system_cpu_percent,
+            process_rss_bytes,
+            process_cpu_percent,
             inflight,
             bytes_in,
             bytes_out,

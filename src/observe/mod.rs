@@ -4,6 +4,7 @@
 //! engine on its way to that writer.
 
 pub mod metrics;
+pub mod resources;
 pub mod sink;
 
 use std::sync::Arc;

@@ -29,7 +29,9 @@ use forward::Forwarded;
 use crate::body::{BoxBody, IdleTimeout};
 use crate::error::{ErrorCode, Failure, Rejection};
 use crate::guard::limits::check_head;
+use crate::guard::shed;
 use crate::headers::{self, REQUEST_ID};
+use crate::observe::metrics::ShedLabels;
 use crate::policy::Policy;
 use crate::state::Shared;
 
@@ -53,7 +55,14 @@ pub async fn handle(
     let mut body = Some(body);
     let result = match admit(&ctx, &policy) {
         Ok(()) => proxy(&mut ctx, &policy, parts, &mut body, peer).await,
-        Err(r) => Err(r.into()),
+        Err(r) => {
+            ctx.shared
+                .metrics
+                .shed
+                .get_or_create(&ShedLabels { reason: "inflight" })
+                .inc();
+            Err(r.into())
+        }
     };
     // Answered without forwarding: let the client finish sending so it reads the answer.
     if let Some(unread) = body {
@@ -94,6 +103,18 @@ async fn proxy(
     };
     ctx.route = route.name.clone();
     ctx.slow_after = route.slow_after;
+    // shed
+    let sample = ctx.shared.resources.sample();
+    if let Err((reason, rejection)) = shed::check(route.shed, sample, &policy.shed) {
+        ctx.shared
+            .metrics
+            .shed
+            .get_or_create(&ShedLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
+        return Err(rejection.into());
+    }
     // limits
     check_head(route, &parts.headers)?;
 

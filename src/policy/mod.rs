@@ -33,6 +33,8 @@ pub struct Policy {
     pub routes: RouteTable,
     /// `[redaction]`
     pub redaction: RedactionPolicy,
+    /// `[resources]`
+    pub shed: crate::guard::shed::ShedSettings,
 }
 
 /// `[redaction]`, compiled.

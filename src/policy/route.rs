@@ -36,6 +36,8 @@ pub struct Route {
     pub redact: bool,
     /// Requests slower than this write a `perf` warning.
     pub slow_after: Option<Duration>,
+    /// May be refused (429) while the host is short of memory or CPU.
+    pub shed: bool,
 }
 
 /// A set of HTTP status codes (100–999).
@@ -110,6 +112,7 @@ impl Route {
             retry: None,
             redact: true,
             slow_after: None,
+            shed: true,
         }
     }
 

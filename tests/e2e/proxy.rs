@@ -448,3 +448,39 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
     assert!(read.is_ok(), "the connection was still open after 5 s");
     assert_eq!(env.app.requests(), 0);
 }
+
+#[tokio::test]
+async fn sheddable_routes_get_429_above_the_resource_thresholds() {
+    // Thresholds of 0: any real machine is "short" of memory.
+    let env = Env::start_with(
+        "[[route]]\nname = \"shed\"\npath = \"/api/slow\"\n\n[[route]]\nname = \"keep\"\npath = \"/health\"\nshed = false\n",
+        "\n[resources]\nshed_memory_percent = 0\nsample_every = \"100ms\"\n",
+    )
+    .await;
+    let url = env.url("/api/slow?ms=1");
+    assert_eventually(
+        "the monitor's first sample sheds the route",
+        Duration::from_secs(5),
+        || {
+            let url = url.clone();
+            async move { get(&url).await.status == 429 }
+        },
+    )
+    .await;
+    let r = get(&env.url("/api/slow?ms=1")).await;
+    assert_eq!(r.code(), "RESOURCE_EXHAUSTED");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    // A route marked shed = false, and the admin endpoints, are never shed.
+    assert_eq!(get(&env.url("/health")).await.status, 200);
+    assert_eq!(get(&env.admin("/readyz")).await.status, 200);
+    let m = get(&env.admin("/metrics")).await.body_text();
+    assert!(
+        metric(&m, "sitegate_shed_total{reason=\"memory\"}") >= 2.0,
+        "{m}"
+    );
+    assert!(
+        metric(&m, "sitegate_process_resident_memory_bytes") > 0.0,
+        "{m}"
+    );
+    assert!(metric(&m, "sitegate_system_memory_percent") > 0.0, "{m}");
+}
