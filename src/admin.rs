@@ -81,6 +81,9 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<By
             }
         }
         (&Method::GET, "/metrics") => {
+            let free = shared.buffer_budget.available_permits() as u64;
+            let held = shared.buffer_budget_total.saturating_sub(free);
+            shared.metrics.buffered_bytes.set(held as i64);
             let mut resp = Response::new(Full::new(Bytes::from(shared.metrics.encode())));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,

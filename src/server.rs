@@ -110,6 +110,7 @@ pub async fn start(mut policy: Policy, options: Options) -> Result<Running, Bind
 
     let (reload_tx, reload_rx) = mpsc::channel(64);
     let budget = crate::state::retry_budget(&policy.upstream.retry_budget);
+    let budget_bytes = policy.limits.buffer_budget;
     let header_read_timeout = policy.server.header_read_timeout;
     let shared = Arc::new(Shared {
         upstreams: (0..workers)
@@ -119,6 +120,8 @@ pub async fn start(mut policy: Policy, options: Options) -> Result<Running, Bind
         circuit: Circuit::default(),
         retry_budget: ArcSwap::from_pointee(budget),
         resources: Default::default(),
+        buffer_budget: Arc::new(tokio::sync::Semaphore::new(budget_permits(budget_bytes))),
+        buffer_budget_total: budget_bytes,
 
         metrics: Metrics::default(),
         inflight: AtomicUsize::new(0),
@@ -174,6 +177,13 @@ pub async fn start(mut policy: Policy, options: Options) -> Result<Running, Bind
         workers: done,
         others: vec![admin, reloader, monitor],
     })
+}
+
+/// Semaphore permits for a byte budget (the semaphore's own maximum bounds it).
+fn budget_permits(bytes: u64) -> usize {
+    usize::try_from(bytes)
+        .unwrap_or(usize::MAX)
+        .min(tokio::sync::Semaphore::MAX_PERMITS)
 }
 
 /// A non-blocking listening socket, with `SO_REUSEADDR` so a restart does not wait for

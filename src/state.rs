@@ -4,8 +4,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
@@ -121,6 +121,11 @@ pub struct Shared {
     /// Limits retries to a share of the traffic of routes that retry; replaced when
     /// `[upstream.retry_budget]` changes.
     pub retry_budget: ArcSwap<TpsBudget>,
+    /// Body bytes that may still be held in memory: every buffered body takes its
+    /// size from here first, so no mix of clients can exceed `[limits] buffer_budget`.
+    pub buffer_budget: Arc<tokio::sync::Semaphore>,
+    /// The budget's size, for the `sitegate_buffered_bytes` gauge.
+    pub buffer_budget_total: u64,
     /// The resource monitor's last sample.
     pub resources: crate::observe::resources::Readings,
     /// Every metric.

@@ -24,6 +24,7 @@ use crate::policy::{
 
 const DEFAULT_MAX_BODY: u64 = 10 << 20;
 const DEFAULT_MAX_INFLIGHT: usize = 1024;
+const DEFAULT_BUFFER_BUDGET: u64 = 256 << 20;
 
 /// Collects problems against the file they belong to.
 pub(super) struct Sink<'a> {
@@ -252,6 +253,7 @@ fn compile_limits(raw: Option<(RawLimits, &Source)>, diags: &mut Vec<Diagnostic>
         return Limits {
             max_body: DEFAULT_MAX_BODY,
             max_inflight: DEFAULT_MAX_INFLIGHT,
+            buffer_budget: DEFAULT_BUFFER_BUDGET,
         };
     };
     let max_inflight = match raw.max_inflight {
@@ -270,6 +272,7 @@ fn compile_limits(raw: Option<(RawLimits, &Source)>, diags: &mut Vec<Diagnostic>
     Limits {
         max_body: raw.max_body.map_or(DEFAULT_MAX_BODY, |s| s.0),
         max_inflight,
+        buffer_budget: raw.buffer_budget.map_or(DEFAULT_BUFFER_BUDGET, |s| s.0),
     }
 }
 

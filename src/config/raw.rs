@@ -111,6 +111,7 @@ pub struct RawRetryBudget {
 pub struct RawLimits {
     pub max_body: Option<Size>,
     pub max_inflight: Option<Spanned<usize>>,
+    pub buffer_budget: Option<Size>,
 }
 
 /// `[logging]`

@@ -114,6 +114,8 @@ pub struct Metrics {
     pub circuit_state: Gauge,
     /// `sitegate_redactions_total{route,detector}`
     pub redactions: Family<RedactionLabels, Counter>,
+    /// `sitegate_buffered_bytes`: body bytes held in memory now (set at scrape).
+    pub buffered_bytes: Gauge,
     /// `sitegate_shed_total{reason}`
     pub shed: Family<ShedLabels, Counter>,
     /// `sitegate_system_memory_percent`
@@ -204,6 +206,12 @@ impl Default for Metrics {
             "Secrets replaced in responses, by route and detector",
             redactions.clone(),
         );
+        let buffered_bytes = Gauge::default();
+        registry.register(
+            "buffered_bytes",
+            "Body bytes held in memory now, out of [limits] buffer_budget",
+            buffered_bytes.clone(),
+        );
         let shed = Family::<ShedLabels, Counter>::default();
         registry.register(
             "shed",
@@ -269,6 +277,7 @@ impl Default for Metrics {
             retries,
             circuit_state,
             redactions,
+            buffered_bytes,
             shed,
             system_memory_percent,
             system_cpu_percent,

@@ -81,6 +81,17 @@ impl Ctx {
         }
     }
 
+    /// Takes `bytes` from the buffer budget for as long as the permit lives; `None`
+    /// when the budget cannot spare them now.
+    pub(super) fn take_budget(&self, bytes: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let n = u32::try_from(bytes.max(1)).ok()?;
+        self.shared
+            .buffer_budget
+            .clone()
+            .try_acquire_many_owned(n)
+            .ok()
+    }
+
     /// The request id as text (it is always ASCII: checked or generated).
     pub(super) fn id(&self) -> &str {
         self.request_id.to_str().unwrap_or("")

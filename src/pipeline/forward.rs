@@ -130,7 +130,10 @@ pub(super) async fn forward(
         .retry
         .as_ref()
         .filter(|r| r.non_idempotent || idempotent(&parts.method));
-    let (replay, mut stream) = match retry {
+    // A body kept for retries draws on the memory budget; without room, it streams
+    // and is not retried.
+    let permit = retry.and_then(|r| ctx.take_budget(r.max_body));
+    let (replay, mut stream) = match retry.filter(|_| permit.is_some()) {
         Some(r) => match replayable(&parts, incoming, r, route, &stats).await? {
             Ok(bytes) => (Some(bytes), None),
             Err(incoming) => (None, Some(incoming)),

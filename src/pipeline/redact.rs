@@ -126,7 +126,12 @@ pub(super) async fn redact(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let buffered = length.is_some_and(|n| n <= limit);
+    // Buffer only what the memory budget can hold now; otherwise stream (for a plain
+    // body) or refuse (a compressed one cannot be inspected without buffering).
+    let permit = length
+        .filter(|n| *n <= limit)
+        .and_then(|n| ctx.take_budget(n));
+    let buffered = permit.is_some();
     match (&enc, buffered) {
         (Encoding::Unknown, _) => return Err(refuse(ctx, "unknown content encoding")),
         (Encoding::Gzip | Encoding::Deflate, false) => {
@@ -199,5 +204,12 @@ pub(super) async fn redact(
     parts
         .headers
         .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-    Ok(Response::from_parts(parts, full(body)))
+    // The budget is given back when the body has been sent (or dropped).
+    let body = full(body)
+        .map_frame(move |frame| {
+            let _held = &permit;
+            frame
+        })
+        .boxed_unsync();
+    Ok(Response::from_parts(parts, body))
 }

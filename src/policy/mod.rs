@@ -120,6 +120,8 @@ pub struct Limits {
     pub max_body: u64,
     /// Most requests handled at once; more get 429 `RESOURCE_EXHAUSTED`.
     pub max_inflight: usize,
+    /// Body bytes all requests together may hold in memory (restart to change).
+    pub buffer_budget: u64,
 }
 
 /// `[logging]`
@@ -152,6 +154,9 @@ impl Policy {
         }
         if self.logging.format != next.logging.format {
             out.push("logging.format");
+        }
+        if self.limits.buffer_budget != next.limits.buffer_budget {
+            out.push("limits.buffer_budget");
         }
         if self.logging.file != next.logging.file {
             out.push("logging.file");

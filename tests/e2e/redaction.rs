@@ -125,3 +125,16 @@ async fn site_patterns_apply_and_reload() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn without_room_in_the_memory_budget_a_response_streams_instead_of_buffering() {
+    let env = Env::start_with("", "\n[limits]\nbuffer_budget = 64\n").await;
+    let r = get(&env.url("/api/leak")).await;
+    assert_eq!(r.status, 200);
+    // Streamed: still redacted, but no count header and no Content-Length.
+    assert!(r.header("x-sitegate-redacted").is_none(), "{:?}", r.headers);
+    assert!(r.header("content-length").is_none());
+    assert_eq!(r.json()["debug"]["aws_access_key_id"], "[REDACTED]");
+    let m = get(&env.admin("/metrics")).await.body_text();
+    assert_eq!(metric(&m, "sitegate_buffered_bytes"), 0.0, "{m}");
+}
