@@ -145,6 +145,7 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
         routes, unmatched, &limits, &upstream, &redaction, &data, &mut diags,
     );
 
+    let shed = compile_resources(resources, &mut diags);
     if !diags.is_empty() {
         return Err(Diagnostics(diags));
     }
@@ -157,7 +158,7 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
         logging,
         routes: table,
         redaction,
-        shed: compile_resources(resources, &mut diags),
+        shed,
     })
 }
 
@@ -348,8 +349,10 @@ fn compile_resources(
         (p, _) => p.map_or(default, Spanned::into_inner),
     };
     crate::guard::shed::ShedSettings {
-        memory_percent: percent(raw.shed_memory_percent, 80.0, "shed_memory_percent"),
-        cpu_percent: percent(raw.shed_cpu_percent, 90.0, "shed_cpu_percent"),
+        // CPU shedding is off unless asked for: a saturated CPU is normal under load,
+        // and shedding then throws away work the proxy could still do.
+        memory_percent: percent(raw.shed_memory_percent, 90.0, "shed_memory_percent"),
+        cpu_percent: percent(raw.shed_cpu_percent, 100.0, "shed_cpu_percent"),
         sample_every: raw.sample_every.map_or(Duration::from_secs(1), |d| d.0),
     }
 }

@@ -310,3 +310,15 @@ fn circuit_and_retry_budget_defaults() {
     assert!(r.failure_statuses.contains(503));
     assert!(!r.failure_statuses.contains(500));
 }
+
+#[test]
+fn resources_default_to_shedding_by_memory_only() {
+    let p = compile_one("").unwrap();
+    assert_eq!(p.shed.memory_percent, 90.0);
+    assert_eq!(p.shed.cpu_percent, 100.0);
+    let e = errors("[resources]\nshed_cpu_percent = 120\n");
+    assert!(
+        e[0].contains(":2:20: resources.shed_cpu_percent must be between 0 and 100"),
+        "{e:?}"
+    );
+}
