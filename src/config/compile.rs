@@ -12,10 +12,10 @@ use toml::Spanned;
 
 use super::diag::{Diagnostic, Diagnostics};
 use super::raw::{
-    RawFile, RawLimits, RawLogging, RawRedaction, RawResources, RawRoute, RawServer, RawUnmatched,
-    RawUpstream, UnmatchedAction,
+    RawFile, RawLimits, RawLogging, RawRedaction, RawResources, RawRoute, RawSchema, RawServer,
+    RawUnmatched, RawUpstream, UnmatchedAction,
 };
-use super::{Source, SourceKind, compile_redaction, compile_route};
+use super::{Source, SourceKind, compile_redaction, compile_route, compile_schema};
 use crate::policy::UNMATCHED;
 use crate::policy::{
     Limits, LoggingSettings, Policy, RedactionPolicy, Route, RouteTable, ServerSettings,
@@ -111,6 +111,7 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
     let mut unmatched: Option<(RawUnmatched, &Source)> = None;
     let mut redaction: Option<(RawRedaction, &Source)> = None;
     let mut resources: Option<(RawResources, &Source)> = None;
+    let mut schemas: Vec<(String, Spanned<RawSchema>, &Source)> = Vec::new();
     let mut routes: Vec<(Spanned<RawRoute>, &Source)> = Vec::new();
 
     for (src, raw) in parsed {
@@ -131,6 +132,13 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
         claim(&mut unmatched, raw.unmatched, "unmatched", src, &mut sink);
         claim(&mut redaction, raw.redaction, "redaction", src, &mut sink);
         claim(&mut resources, raw.resources, "resources", src, &mut sink);
+        for (name, schema) in raw.schema.into_iter().flatten() {
+            if schemas.iter().any(|(n, _, _)| *n == name) {
+                sink.at(&schema, format!("[schema.{name}] is defined twice"));
+            } else {
+                schemas.push((name, schema, src));
+            }
+        }
         routes.extend(raw.route.into_iter().map(|r| (r, src)));
         diags.extend(sink.diags);
     }
@@ -141,9 +149,15 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
     let limits = compile_limits(limits, &mut diags);
     let logging = compile_logging(logging, &mut diags);
     let redaction = compile_redaction::redaction(redaction, &mut diags);
-    let table = compile_routes(
-        routes, unmatched, &limits, &upstream, &redaction, &data, &mut diags,
-    );
+    let schemas = compile_schema::schemas(schemas, &mut diags);
+    let ctx = RouteContext {
+        limits: &limits,
+        upstream: &upstream,
+        redaction: &redaction,
+        schemas: &schemas,
+        data: &data,
+    };
+    let table = compile_routes(routes, unmatched, &ctx, &mut diags);
 
     let shed = compile_resources(resources, &mut diags);
     if !diags.is_empty() {
@@ -255,6 +269,9 @@ fn compile_limits(raw: Option<(RawLimits, &Source)>, diags: &mut Vec<Diagnostic>
             max_body: DEFAULT_MAX_BODY,
             max_inflight: DEFAULT_MAX_INFLIGHT,
             buffer_budget: DEFAULT_BUFFER_BUDGET,
+            max_records: 10_000,
+            max_depth: 10,
+            max_string: 1000,
         };
     };
     let max_inflight = match raw.max_inflight {
@@ -274,6 +291,9 @@ fn compile_limits(raw: Option<(RawLimits, &Source)>, diags: &mut Vec<Diagnostic>
         max_body: raw.max_body.map_or(DEFAULT_MAX_BODY, |s| s.0),
         max_inflight,
         buffer_budget: raw.buffer_budget.map_or(DEFAULT_BUFFER_BUDGET, |s| s.0),
+        max_records: raw.max_records.unwrap_or(10_000),
+        max_depth: compile_schema::depth(raw.max_depth, src, diags).unwrap_or(10),
+        max_string: raw.max_string.unwrap_or(1000),
     }
 }
 
@@ -368,13 +388,19 @@ const METHODS: [Method; 8] = [
     Method::TRACE,
 ];
 
+/// What compiling a route needs from the rest of the policy.
+struct RouteContext<'a> {
+    limits: &'a Limits,
+    upstream: &'a UpstreamSettings,
+    redaction: &'a RedactionPolicy,
+    schemas: &'a HashMap<String, crate::guard::validate::schema::ObjectRule>,
+    data: &'a HashMap<&'a Path, &'a Source>,
+}
+
 fn compile_routes(
     raw: Vec<(Spanned<RawRoute>, &Source)>,
     unmatched: UnmatchedAction,
-    limits: &Limits,
-    upstream: &UpstreamSettings,
-    redaction: &RedactionPolicy,
-    data: &HashMap<&Path, &Source>,
+    ctx: &RouteContext,
     diags: &mut Vec<Diagnostic>,
 ) -> RouteTable {
     let mut names: HashSet<String> = HashSet::new();
@@ -441,21 +467,34 @@ fn compile_routes(
             name,
             Some(router),
             methods,
-            r.max_body.map_or(limits.max_body, |s| s.0),
+            r.max_body.map_or(ctx.limits.max_body, |s| s.0),
             content_types,
-            r.timeout.map_or(upstream.timeout, |d| d.0),
+            r.timeout.map_or(ctx.upstream.timeout, |d| d.0),
         );
         route.fallback = r
             .fallback
-            .and_then(|f| compile_route::fallback(f, src, data, &mut sink));
+            .and_then(|f| compile_route::fallback(f, src, ctx.data, &mut sink));
         route.expect_json = r.expect_json.unwrap_or(false);
         if let Some(statuses) = r.failure_statuses {
             route.failure_statuses = compile_route::statuses(&statuses, &mut sink);
         }
         route.retry = r.retry.and_then(|rt| compile_route::retry(rt, &mut sink));
-        route.redact = r.redact.unwrap_or(redaction.responses);
+        route.redact = r.redact.unwrap_or(ctx.redaction.responses);
         route.slow_after = r.slow_after.map(|d| d.0);
         route.shed = r.shed.unwrap_or(true);
+        route.body = compile_schema::body_rules(
+            compile_schema::RouteBody {
+                schema: r.schema,
+                sanitize: r.sanitize,
+                batch: r.batch,
+                max_records: r.max_records,
+                max_depth: r.max_depth,
+                max_string: r.max_string,
+            },
+            ctx.schemas,
+            ctx.limits,
+            &mut sink,
+        );
         routes.push(route);
         diags.extend(sink.diags);
     }
@@ -464,11 +503,11 @@ fn compile_routes(
             UNMATCHED,
             None,
             Vec::new(),
-            limits.max_body,
+            ctx.limits.max_body,
             Vec::new(),
-            upstream.timeout,
+            ctx.upstream.timeout,
         );
-        route.redact = redaction.responses;
+        route.redact = ctx.redaction.responses;
         route
     });
     RouteTable::new(routes, unmatched)

@@ -5,6 +5,7 @@
 mod compile;
 mod compile_redaction;
 mod compile_route;
+mod compile_schema;
 pub mod diag;
 pub mod raw;
 pub mod units;

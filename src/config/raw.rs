@@ -32,6 +32,61 @@ pub struct RawFile {
     pub redaction: Option<Spanned<RawRedaction>>,
     /// `[resources]`
     pub resources: Option<Spanned<RawResources>>,
+    /// `[schema.NAME]`
+    pub schema: Option<std::collections::BTreeMap<String, Spanned<RawSchema>>>,
+}
+
+/// `[schema.NAME]`: the rules of a record.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchema {
+    pub required: Option<Vec<String>>,
+    pub additional: Option<crate::guard::validate::schema::Additional>,
+    pub fields: Option<std::collections::BTreeMap<String, Spanned<RawField>>>,
+}
+
+/// One field's rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawField {
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<RawTypes>>,
+    pub nullable: Option<bool>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub min_len: Option<usize>,
+    pub max_len: Option<usize>,
+    pub pattern: Option<Spanned<String>>,
+    #[serde(rename = "enum")]
+    pub allowed: Option<Vec<toml::Value>>,
+    pub format: Option<Spanned<String>>,
+    pub trim: Option<bool>,
+    pub coerce: Option<bool>,
+    pub fields: Option<std::collections::BTreeMap<String, Spanned<RawField>>>,
+    pub required: Option<Vec<String>>,
+    pub additional: Option<crate::guard::validate::schema::Additional>,
+    pub items: Option<Box<Spanned<RawField>>>,
+    pub min_items: Option<usize>,
+    pub max_items: Option<usize>,
+}
+
+/// `type = "string"` or `type = ["string", "null"]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawTypes {
+    /// One type.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+/// A route's `batch = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBatch {
+    pub max_records: Option<usize>,
+    pub on_invalid: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
 }
 
 /// `[resources]`
@@ -112,6 +167,9 @@ pub struct RawLimits {
     pub max_body: Option<Size>,
     pub max_inflight: Option<Spanned<usize>>,
     pub buffer_budget: Option<Size>,
+    pub max_records: Option<usize>,
+    pub max_depth: Option<Spanned<usize>>,
+    pub max_string: Option<usize>,
 }
 
 /// `[logging]`
@@ -153,6 +211,12 @@ pub struct RawRoute {
     pub redact: Option<bool>,
     pub slow_after: Option<Dur>,
     pub shed: Option<bool>,
+    pub schema: Option<Spanned<String>>,
+    pub sanitize: Option<bool>,
+    pub batch: Option<Spanned<RawBatch>>,
+    pub max_records: Option<usize>,
+    pub max_depth: Option<Spanned<usize>>,
+    pub max_string: Option<usize>,
 }
 
 /// A route's `fallback = { ... }`.

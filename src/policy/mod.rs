@@ -122,6 +122,12 @@ pub struct Limits {
     pub max_inflight: usize,
     /// Body bytes all requests together may hold in memory (restart to change).
     pub buffer_budget: u64,
+    /// Most records in a batch, for routes that validate.
+    pub max_records: usize,
+    /// Deepest JSON nesting, for routes that validate.
+    pub max_depth: usize,
+    /// Longest JSON string, for routes that validate.
+    pub max_string: usize,
 }
 
 /// `[logging]`

@@ -38,6 +38,8 @@ pub struct Route {
     pub slow_after: Option<Duration>,
     /// May be refused (429) while the host is short of memory or CPU.
     pub shed: bool,
+    /// JSON body rules, when the route validates its bodies.
+    pub body: Option<crate::guard::validate::schema::BodyRules>,
 }
 
 /// A set of HTTP status codes (100–999).
@@ -113,6 +115,7 @@ impl Route {
             redact: true,
             slow_after: None,
             shed: true,
+            body: None,
         }
     }
 
@@ -145,6 +148,11 @@ impl RouteTable {
             .iter()
             .find(|r| r.matches(method, path))
             .or(self.unmatched.as_ref())
+    }
+
+    /// The route named `name`.
+    pub fn named(&self, name: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| &*r.name == name)
     }
 
     /// The configured routes, in order.

@@ -1,0 +1,202 @@
+//! Compiling `[schema.NAME]` sections and a route's body keys into validation rules.
+
+use std::collections::{BTreeMap, HashMap};
+
+use toml::Spanned;
+
+use super::Source;
+use super::compile::Sink;
+use super::diag::Diagnostic;
+use super::raw::{RawBatch, RawField, RawSchema, RawTypes};
+use crate::guard::validate::schema::{BodyRules, Format, Kind, ObjectRule, Rule};
+use crate::policy::Limits;
+
+/// The deepest nesting a policy may allow (the JSON parser stops at 128 on its own).
+const MAX_DEPTH: usize = 100;
+
+/// Checks a `max_depth` value.
+pub(super) fn depth(
+    raw: Option<Spanned<usize>>,
+    src: &Source,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<usize> {
+    let d = raw?;
+    if *d.get_ref() == 0 || *d.get_ref() > MAX_DEPTH {
+        diags.push(Diagnostic::at(
+            &src.path,
+            &src.text,
+            Some(d.span()),
+            format!("max_depth must be between 1 and {MAX_DEPTH}"),
+        ));
+        return None;
+    }
+    Some(d.into_inner())
+}
+
+/// Compiles every schema, reporting each problem.
+pub(super) fn schemas(
+    raw: Vec<(String, Spanned<RawSchema>, &Source)>,
+    diags: &mut Vec<Diagnostic>,
+) -> HashMap<String, ObjectRule> {
+    let mut out = HashMap::new();
+    for (name, schema, src) in raw {
+        let mut sink = Sink {
+            diags: Vec::new(),
+            file: &src.path,
+            text: &src.text,
+        };
+        let schema = schema.into_inner();
+        let rule = object(schema.required, schema.additional, schema.fields, &mut sink);
+        diags.extend(sink.diags);
+        out.insert(name, rule);
+    }
+    out
+}
+
+fn object(
+    required: Option<Vec<String>>,
+    additional: Option<crate::guard::validate::schema::Additional>,
+    fields: Option<BTreeMap<String, Spanned<RawField>>>,
+    sink: &mut Sink,
+) -> ObjectRule {
+    ObjectRule {
+        required: required.unwrap_or_default(),
+        additional: additional.unwrap_or_default(),
+        fields: fields
+            .into_iter()
+            .flatten()
+            .map(|(k, f)| (k, field(f, sink)))
+            .collect(),
+    }
+}
+
+fn field(raw: Spanned<RawField>, sink: &mut Sink) -> Rule {
+    let span = raw.span();
+    let f = raw.into_inner();
+    let mut rule = Rule::default();
+    if let Some(kinds) = &f.kind {
+        let names: Vec<&str> = match kinds.get_ref() {
+            RawTypes::One(n) => vec![n.as_str()],
+            RawTypes::Many(ns) => ns.iter().map(String::as_str).collect(),
+        };
+        for n in names {
+            match Kind::parse(n) {
+                Some(k) => rule.kinds.push(k),
+                None => sink.at(
+                    kinds,
+                    "unknown type; use string, number, integer, boolean, object, array or null",
+                ),
+            }
+        }
+    }
+    rule.nullable = f.nullable.unwrap_or(false);
+    rule.min = f.min;
+    rule.max = f.max;
+    rule.min_len = f.min_len;
+    rule.max_len = f.max_len;
+    if let Some(p) = &f.pattern {
+        match regex::Regex::new(p.get_ref()) {
+            Ok(re) => rule.pattern = Some(re),
+            Err(e) => sink.at(p, format!("invalid pattern: {e}")),
+        }
+    }
+    if let Some(values) = f.allowed {
+        let converted: Result<Vec<serde_json::Value>, _> =
+            values.into_iter().map(serde_json::to_value).collect();
+        match converted {
+            Ok(v) => rule.allowed = Some(v),
+            Err(_) => sink.diags.push(Diagnostic::at(
+                sink.file,
+                sink.text,
+                Some(span.clone()),
+                "enum values must be plain values",
+            )),
+        }
+    }
+    if let Some(fmt) = &f.format {
+        match Format::parse(fmt.get_ref()) {
+            Some(x) => rule.format = Some(x),
+            None => sink.at(fmt, "unknown format; use date-time, date, email or uuid"),
+        }
+    }
+    rule.trim = f.trim.unwrap_or(false);
+    rule.coerce = f.coerce.unwrap_or(false);
+    if f.fields.is_some() || f.required.is_some() || f.additional.is_some() {
+        rule.object = Some(object(f.required, f.additional, f.fields, sink));
+    }
+    rule.items = f.items.map(|i| Box::new(field(*i, sink)));
+    rule.min_items = f.min_items;
+    rule.max_items = f.max_items;
+    rule
+}
+
+/// A route's body keys.
+pub(super) struct RouteBody {
+    pub schema: Option<Spanned<String>>,
+    pub sanitize: Option<bool>,
+    pub batch: Option<Spanned<RawBatch>>,
+    pub max_records: Option<usize>,
+    pub max_depth: Option<Spanned<usize>>,
+    pub max_string: Option<usize>,
+}
+
+/// The route's body rules, when it names a schema.
+pub(super) fn body_rules(
+    raw: RouteBody,
+    schemas: &HashMap<String, ObjectRule>,
+    limits: &Limits,
+    sink: &mut Sink,
+) -> Option<BodyRules> {
+    let Some(name) = raw.schema else {
+        if let Some(b) = &raw.batch {
+            sink.at(b, "`batch` needs a `schema` to check the records against");
+        }
+        return None;
+    };
+    let Some(record) = schemas.get(name.get_ref()) else {
+        sink.at(&name, format!("no [schema.{}] is defined", name.get_ref()));
+        return None;
+    };
+    let max_depth = match raw.max_depth {
+        Some(d) if *d.get_ref() == 0 || *d.get_ref() > MAX_DEPTH => {
+            sink.at(&d, format!("max_depth must be between 1 and {MAX_DEPTH}"));
+            limits.max_depth
+        }
+        Some(d) => d.into_inner(),
+        None => limits.max_depth,
+    };
+    let mut rules = BodyRules {
+        schema_name: name.get_ref().clone(),
+        record: record.clone(),
+        sanitize: raw.sanitize.unwrap_or(false),
+        batch_path: None,
+        drop_invalid: false,
+        max_records: raw.max_records.unwrap_or(limits.max_records),
+        max_depth,
+        max_string: raw.max_string.unwrap_or(limits.max_string),
+    };
+    if let Some(batch) = raw.batch {
+        let batch = batch.into_inner();
+        if let Some(n) = batch.max_records {
+            rules.max_records = n;
+        }
+        if let Some(on) = &batch.on_invalid {
+            match on.get_ref().as_str() {
+                "reject" => {}
+                "drop" => rules.drop_invalid = true,
+                _ => sink.at(on, "on_invalid must be \"reject\" or \"drop\""),
+            }
+        }
+        if let Some(path) = batch.path {
+            if path.get_ref().starts_with('/') {
+                rules.batch_path = Some(path.into_inner());
+            } else {
+                sink.at(
+                    &path,
+                    "batch.path is a JSON Pointer: it starts with '/' (like \"/records\")",
+                );
+            }
+        }
+    }
+    Some(rules)
+}

@@ -1,0 +1,222 @@
+use http::Method;
+
+use super::*;
+use crate::config::{Source, compile};
+
+const POLICY: &str = r#"
+[[route]]
+name = "one"
+path = "/one"
+schema = "project"
+sanitize = true
+
+[[route]]
+name = "batch"
+path = "/batch"
+schema = "project"
+batch = { max_records = 3, on_invalid = "reject" }
+
+[[route]]
+name = "drop"
+path = "/drop"
+schema = "project"
+batch = { on_invalid = "drop", path = "/records" }
+
+[schema.project]
+required = ["project_id", "project_name", "budget", "scheduled_duration_days"]
+additional = "allow"
+[schema.project.fields]
+project_id = { type = "string", pattern = "^P[0-9]{3,9}$" }
+project_name = { type = "string", max_len = 200, trim = true }
+budget = { type = "number", min = 0, max = 1e12, coerce = true }
+scheduled_duration_days = { type = "integer", min = 1, max = 3650 }
+phase = { type = "string", enum = ["design", "planning", "construction", "closeout"] }
+start_date = { type = "string", format = "date-time" }
+tags = { type = "array", max_items = 3, items = { type = "string", max_len = 10 } }
+"#;
+
+fn rules(route: &str) -> BodyRules {
+    let p = compile(&[Source::policy("m.toml", POLICY)]).unwrap();
+    let path = format!("/{route}");
+    p.routes
+        .find(&Method::POST, &path)
+        .unwrap()
+        .body
+        .clone()
+        .unwrap()
+}
+
+const GOOD: &str = r#"{"project_id":"P001","project_name":"Bridge","budget":1200000,"scheduled_duration_days":400}"#;
+
+#[test]
+fn a_valid_record_is_forwarded_as_sent() {
+    let ok = check(GOOD.as_bytes(), &rules("one")).unwrap();
+    assert_eq!(
+        ok,
+        Accepted {
+            body: None,
+            dropped: 0
+        }
+    );
+}
+
+#[test]
+fn every_rule_reports_its_path_and_name() {
+    let body = r#"{"project_id":"X1","project_name":5,"budget":-1,"scheduled_duration_days":1.5,
+        "phase":"demolition","start_date":"2026-02-30T10:00:00Z","tags":["a","b","c","d"]}"#;
+    let e = check(body.as_bytes(), &rules("one")).unwrap_err();
+    assert_eq!(e.code, ErrorCode::ValidationFailed);
+    let got: Vec<(String, String)> = e
+        .details
+        .iter()
+        .map(|d| (d.path.clone(), d.rule.clone()))
+        .collect();
+    for want in [
+        ("/project_id", "pattern"),
+        ("/project_name", "type"),
+        ("/budget", "min"),
+        ("/scheduled_duration_days", "type"),
+        ("/phase", "enum"),
+        ("/start_date", "format"),
+        ("/tags", "max_items"),
+    ] {
+        assert!(
+            got.iter().any(|(p, r)| p == want.0 && r == want.1),
+            "{want:?} not in {got:?}"
+        );
+    }
+    let missing = check(br#"{"project_id":"P001"}"#, &rules("one")).unwrap_err();
+    assert_eq!(missing.details.len(), 3);
+    assert!(missing.details.iter().all(|d| d.rule == "required"));
+}
+
+#[test]
+fn sanitize_trims_and_coerces_then_reserializes_and_is_idempotent() {
+    let body = r#"{"project_id":"P001","project_name":"  Bridge  ","budget":" 1200000 ","scheduled_duration_days":400}"#;
+    let r = rules("one");
+    let out = check(body.as_bytes(), &r).unwrap().body.unwrap();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["project_name"], "Bridge");
+    assert_eq!(v["budget"], 1200000);
+    // Key order is kept, and a second pass changes nothing.
+    assert!(
+        String::from_utf8(out.clone())
+            .unwrap()
+            .starts_with(r#"{"project_id""#)
+    );
+    assert_eq!(check(&out, &r).unwrap().body, None);
+}
+
+#[test]
+fn batches_reject_listing_every_invalid_record_or_drop_them() {
+    let bad =
+        r#"{"project_id":"P002","project_name":"x","budget":-5,"scheduled_duration_days":10}"#;
+    let body = format!("[{GOOD},{bad},{bad}]");
+    let e = check(body.as_bytes(), &rules("batch")).unwrap_err();
+    assert_eq!(e.message, "2 of 3 records are invalid");
+    assert_eq!(
+        e.details.iter().map(|d| d.record).collect::<Vec<_>>(),
+        vec![Some(1), Some(2)]
+    );
+
+    let too_many = format!("[{GOOD},{GOOD},{GOOD},{GOOD}]");
+    assert_eq!(
+        check(too_many.as_bytes(), &rules("batch"))
+            .unwrap_err()
+            .code,
+        ErrorCode::TooManyRecords
+    );
+
+    let body = format!(r#"{{"source":"site","records":[{GOOD},{bad}]}}"#);
+    let ok = check(body.as_bytes(), &rules("drop")).unwrap();
+    assert_eq!(ok.dropped, 1);
+    let v: Value = serde_json::from_slice(&ok.body.unwrap()).unwrap();
+    assert_eq!(v["records"].as_array().unwrap().len(), 1);
+    assert_eq!(v["source"], "site");
+    let all_bad = format!(r#"{{"records":[{bad}]}}"#);
+    assert_eq!(
+        check(all_bad.as_bytes(), &rules("drop"))
+            .unwrap_err()
+            .message,
+        "all 1 records are invalid"
+    );
+}
+
+#[test]
+fn hostile_bodies_get_precise_errors() {
+    let r = rules("one");
+    let e = check(b"{\"project_id\": }", &r).unwrap_err();
+    assert_eq!(e.code, ErrorCode::MalformedJson);
+    assert!(e.message.contains("line 1 column 16"), "{}", e.message);
+    let e = check(b"{\"a\": \"\xff\"}", &r).unwrap_err();
+    assert!(e.message.contains("not valid UTF-8"), "{}", e.message);
+    let e = check(br#"{"budget": 1, "budget": -1}"#, &r).unwrap_err();
+    assert_eq!(e.code, ErrorCode::MalformedJson);
+    assert!(
+        e.message.contains("duplicate key `budget`"),
+        "{}",
+        e.message
+    );
+    // 100 000 levels: refused at max_depth, without exhausting the stack.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let e = check(deep.as_bytes(), &r).unwrap_err();
+    assert_eq!(e.details[0].rule, "max_depth");
+    let long = format!(r#"{{"project_name":"{}"}}"#, "x".repeat(1001));
+    assert_eq!(
+        check(long.as_bytes(), &r).unwrap_err().details[0].rule,
+        "max_string"
+    );
+    assert_eq!(
+        check(b"42", &r).unwrap_err().code,
+        ErrorCode::ValidationFailed
+    );
+}
+
+#[test]
+fn formats() {
+    for ok in [
+        "2026-11-28T00:37:39Z",
+        "2026-11-28T00:37:39.123+01:00",
+        "2024-02-29 10:00:00z",
+    ] {
+        assert!(format_ok(Format::DateTime, ok), "{ok}");
+    }
+    for bad in [
+        "2026-11-28",
+        "2026-13-01T00:00:00Z",
+        "2023-02-29T00:00:00Z",
+        "2026-11-28T25:00:00Z",
+        "2026-11-28T00:00:00",
+    ] {
+        assert!(!format_ok(Format::DateTime, bad), "{bad}");
+    }
+    assert!(format_ok(Format::Date, "2026-11-28"));
+    assert!(!format_ok(Format::Date, "28/11/2026"));
+    assert!(format_ok(Format::Email, "ops@suite.example.com"));
+    assert!(!format_ok(Format::Email, "ops@localhost"));
+    assert!(format_ok(
+        Format::Uuid,
+        "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+    ));
+    assert!(!format_ok(
+        Format::Uuid,
+        "3fa85f64571745 62b3fc2c963f66afa6"
+    ));
+}
+
+#[test]
+fn schema_mistakes_are_reported_with_positions() {
+    let e = compile(&[Source::policy(
+        "m.toml",
+        "[[route]]\nname = \"r\"\npath = \"/r\"\nschema = \"nope\"\n\n[schema.s.fields]\na = { type = \"text\", format = \"time\", pattern = \"(\" }\n",
+    )])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("m.toml:4:10: no [schema.nope] is defined"),
+        "{e}"
+    );
+    assert!(e.contains("m.toml:7:14: unknown type"), "{e}");
+    assert!(e.contains("m.toml:7:31: unknown format"), "{e}");
+    assert!(e.contains("m.toml:7:49: invalid pattern"), "{e}");
+}
