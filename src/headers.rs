@@ -7,6 +7,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Set on a fallback response: the failure reason.
 pub const FALLBACK: HeaderName = HeaderName::from_static("x-sitegate-fallback");
+/// Records dropped from a batch, to the app and back to the client.
+pub const DROPPED: HeaderName = HeaderName::from_static("x-sitegate-dropped");
 /// Client address chain sent upstream.
 pub const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// Scheme the client used.

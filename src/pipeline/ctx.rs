@@ -47,6 +47,8 @@ pub(crate) struct Ctx {
     pub(super) fallback: Option<UpstreamFailure>,
     /// Upstream attempts made (more than 1 after retries).
     pub(super) attempts: u32,
+    /// Records dropped from a batch.
+    pub(super) dropped: usize,
 }
 
 impl Ctx {
@@ -78,6 +80,7 @@ impl Ctx {
             stream_error: false,
             fallback: None,
             attempts: 0,
+            dropped: 0,
         }
     }
 
@@ -202,6 +205,7 @@ impl Drop for Ctx {
             upstream_failure = self.failure.map(UpstreamFailure::as_str),
             fallback = self.fallback.map(UpstreamFailure::as_str),
             attempts = self.attempts,
+            dropped = self.dropped,
             incomplete = self.stream_error,
             "request"
         );

@@ -116,30 +116,51 @@ pub(super) fn too_large(route: &Route) -> Failure {
 }
 
 /// Sends the request to the app, with the breaker, classification and retries.
+/// The request body on its way to the app.
+pub(super) enum RequestBody {
+    /// Not read yet: it streams (and may still be kept for retries).
+    Stream(Incoming),
+    /// Read, checked and held (its memory budget permit with it).
+    Buffered(Bytes, Option<tokio::sync::OwnedSemaphorePermit>),
+}
+
 pub(super) async fn forward(
     ctx: &mut Ctx,
     policy: &Policy,
     route: &Route,
     parts: http::request::Parts,
-    incoming: Incoming,
+    body: RequestBody,
 ) -> Result<Forwarded, Failure> {
     let shared = ctx.shared.clone();
-    let stats = Arc::new(BodyStats::default());
-    ctx.body_in = Some(stats.clone());
+    let stats = match &ctx.body_in {
+        Some(s) => s.clone(),
+        None => {
+            let s = Arc::new(BodyStats::default());
+            ctx.body_in = Some(s.clone());
+            s
+        }
+    };
     let retry = route
         .retry
         .as_ref()
         .filter(|r| r.non_idempotent || idempotent(&parts.method));
-    // A body kept for retries draws on the memory budget; without room, it streams
-    // and is not retried.
-    let permit = retry.and_then(|r| ctx.take_budget(r.max_body));
-    let (replay, mut stream) = match retry.filter(|_| permit.is_some()) {
-        Some(r) => match replayable(&parts, incoming, r, route, &stats).await? {
-            Ok(bytes) => (Some(bytes), None),
-            Err(incoming) => (None, Some(incoming)),
-        },
-        None => (None, Some(incoming)),
+    let (replay, mut stream, permit) = match body {
+        RequestBody::Buffered(bytes, permit) => (Some(bytes), None, permit),
+        RequestBody::Stream(incoming) => {
+            // A body kept for retries draws on the memory budget; without room, it
+            // streams and is not retried.
+            let permit = retry.and_then(|r| ctx.take_budget(r.max_body));
+            match retry.filter(|_| permit.is_some()) {
+                Some(r) => match replayable(&parts, incoming, r, route, &stats).await? {
+                    Ok(bytes) => (Some(bytes), None, permit),
+                    Err(incoming) => (None, Some(incoming), permit),
+                },
+                None => (None, Some(incoming), permit),
+            }
+        }
     };
+    // Held until the app has answered: the body may be sent again until then.
+    let _permit = permit;
     let retry = retry.filter(|_| replay.is_some());
     if retry.is_some() {
         shared.retry_budget.load().deposit();

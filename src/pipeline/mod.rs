@@ -12,24 +12,27 @@
 
 mod ctx;
 mod forward;
+mod read;
 mod redact;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::header::{ACCEPT_ENCODING, HOST, HeaderValue};
+use bytes::Bytes;
+use http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, HOST, HeaderValue};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use ctx::Ctx;
 pub use ctx::Observed;
-use forward::Forwarded;
+use forward::{Forwarded, RequestBody};
 
 use crate::body::{BoxBody, IdleTimeout};
 use crate::error::{ErrorCode, Failure, Rejection};
 use crate::guard::limits::check_head;
-use crate::guard::shed;
+use crate::guard::{shed, validate};
+use crate::headers::DROPPED;
 use crate::headers::{self, REQUEST_ID};
 use crate::observe::metrics::ShedLabels;
 use crate::policy::Policy;
@@ -129,7 +132,28 @@ async fn proxy(
             .headers
             .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     }
-    let resp = match forward::forward(ctx, policy, route, parts, incoming).await? {
+    // read_body, validate
+    let body = match &route.body {
+        Some(rules) if wants_body(&parts) => {
+            let (bytes, permit) = read::read_body(ctx, route, &parts.headers, incoming).await?;
+            let accepted = validate::check(&bytes, rules)?;
+            let bytes = accepted.body.map_or(bytes, Bytes::from);
+            if accepted.dropped > 0 {
+                parts
+                    .headers
+                    .insert(DROPPED, HeaderValue::from(accepted.dropped));
+                ctx.dropped = accepted.dropped;
+            }
+            // The app gets the body as checked: decoded, with its own length.
+            parts.headers.remove(CONTENT_ENCODING);
+            parts
+                .headers
+                .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            RequestBody::Buffered(bytes, permit)
+        }
+        _ => RequestBody::Stream(incoming),
+    };
+    let resp = match forward::forward(ctx, policy, route, parts, body).await? {
         Forwarded::Response(resp) => resp,
         // fallback
         Forwarded::Failed(failure, resp) => {
@@ -149,12 +173,31 @@ async fn proxy(
     let (mut parts, incoming) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     parts.headers.insert(REQUEST_ID, ctx.request_id.clone());
+    if ctx.dropped > 0 {
+        parts
+            .headers
+            .insert(DROPPED, HeaderValue::from(ctx.dropped));
+    }
     // redact
     if route.redact && redact::redactable(&parts.headers) {
         return redact::redact(ctx, policy, route, parts, incoming).await;
     }
     let body = IdleTimeout::new(incoming, route.timeout).boxed_unsync();
     Ok(Response::from_parts(parts, body))
+}
+
+/// True when the request carries a body to check (a declared or chunked one, or any
+/// POST, PUT or PATCH: an empty one of those is checked, and refused, too).
+fn wants_body(parts: &http::request::Parts) -> bool {
+    use http::Method;
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    declared.is_some_and(|n| n > 0)
+        || parts.headers.contains_key(http::header::TRANSFER_ENCODING)
+        || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH)
 }
 
 /// Rewrites the request head for the upstream (DESIGN §4).

@@ -8,3 +8,4 @@ mod legacy;
 mod proxy;
 mod redaction;
 mod reload;
+mod validation;

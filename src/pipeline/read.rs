@@ -1,0 +1,106 @@
+//! read_body: the whole request body, for routes whose guards need it. Bounded by the
+//! route's `max_body` (decoded size, for `gzip` and `deflate` bodies), by the memory
+//! budget, and by the route's timeout between pieces.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::ctx::Ctx;
+use super::forward::too_large;
+use crate::body::{BodyStats, IdleTimeout, Limited};
+use crate::error::{ErrorCode, Failure, Rejection};
+use crate::policy::Route;
+
+/// Reads the body whole. The returned permit holds its bytes in the memory budget.
+pub(super) async fn read_body(
+    ctx: &mut Ctx,
+    route: &Route,
+    headers: &HeaderMap,
+    incoming: Incoming,
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Failure> {
+    let compressed = match headers
+        .get(CONTENT_ENCODING)
+        .map(|v| v.as_bytes().to_ascii_lowercase())
+    {
+        None => None,
+        Some(v) => match v.trim_ascii() {
+            b"" | b"identity" => None,
+            b"gzip" | b"x-gzip" => Some(true),
+            b"deflate" => Some(false),
+            _ => {
+                return Err(Rejection::new(
+                    ErrorCode::UnsupportedMediaType,
+                    "this Content-Encoding cannot be read; send the body plain, gzip or deflate",
+                )
+                .into());
+            }
+        },
+    };
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    // What the body may occupy: its declared size, else the route's limit.
+    let want = declared.unwrap_or(route.max_body).min(route.max_body);
+    let permit = ctx.take_budget(want).ok_or_else(|| {
+        Failure::from(
+            Rejection::new(
+                ErrorCode::ResourceExhausted,
+                "sitegate's memory for request bodies is in use; retry shortly",
+            )
+            .with_retry_after(1),
+        )
+    })?;
+    let stats = Arc::new(BodyStats::default());
+    ctx.body_in = Some(stats.clone());
+    let limited = Limited::new(incoming, route.max_body, stats.clone());
+    let raw = match IdleTimeout::new(limited, route.timeout).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) if stats.over_limit() => return Err(too_large(route)),
+        Err(_) => {
+            return Err(Rejection::new(
+                ErrorCode::InvalidRequest,
+                "the request body could not be read to the end",
+            )
+            .into());
+        }
+    };
+    let Some(gzip) = compressed else {
+        return Ok((raw, Some(permit)));
+    };
+    // Decoded incrementally into a buffer that may not pass max_body: a gzip bomb
+    // stops at the limit, memory flat.
+    let mut out = Vec::new();
+    let limit = route.max_body;
+    let read = if gzip {
+        flate2::read::MultiGzDecoder::new(&raw[..])
+            .take(limit + 1)
+            .read_to_end(&mut out)
+    } else {
+        flate2::read::ZlibDecoder::new(&raw[..])
+            .take(limit + 1)
+            .read_to_end(&mut out)
+    };
+    if read.is_err() {
+        return Err(Rejection::new(
+            ErrorCode::InvalidRequest,
+            "the compressed request body is corrupt",
+        )
+        .into());
+    }
+    if out.len() as u64 > limit {
+        return Err(Rejection::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the request body decodes to more than this route's limit of {limit} bytes"),
+        )
+        .into());
+    }
+    Ok((Bytes::from(out), Some(permit)))
+}
