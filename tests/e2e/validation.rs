@@ -173,10 +173,7 @@ async fn invalid_records_are_dropped_and_counted_both_ways() {
         .parse()
         .unwrap();
     assert_eq!(len, r#"[{"project_id":"P001","budget":1}]"#.len());
-    let six = format!(
-        "[{}]",
-        vec![r#"{"project_id":"P001","budget":1}"#; 6].join(",")
-    );
+    let six = format!("[{}]", [r#"{"project_id":"P001","budget":1}"#; 6].join(","));
     let r = send("POST", &env.url("/headers"), &[JSON], six).await;
     assert_eq!((r.status, r.code().as_str()), (413, "TOO_MANY_RECORDS"));
 }
