@@ -33,6 +33,16 @@ enum Command {
     Check(ConfigArg),
     /// The proxy on 127.0.0.1:8080 in front of an embedded stand-in app.
     Demo(ConfigArg),
+    /// Run a request body (FILE or stdin) through a route's guards offline.
+    Try {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The route, by name.
+        #[arg(long)]
+        route: String,
+        /// The body; stdin when absent.
+        file: Option<PathBuf>,
+    },
     /// Copy FILE (or stdin) to stdout with secrets redacted; findings go to stderr.
     Redact {
         /// The file to clean; stdin when absent.
@@ -47,6 +57,23 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Command::Check(args) => return sitegate::commands::check::check(&args.config),
+        Command::Try {
+            config,
+            route,
+            file,
+        } => {
+            return match sitegate::commands::try_route::try_route(
+                &config.config,
+                route,
+                file.as_deref(),
+            ) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("sitegate try: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Redact { file, config } => {
             return match sitegate::commands::redact::redact(file.as_deref(), config.as_deref()) {
                 Ok(code) => code,
@@ -72,7 +99,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => sitegate::commands::run::run(&args.config).await,
             Command::Demo(args) => sitegate::commands::demo::demo(&args.config).await,
-            Command::Check(_) | Command::Redact { .. } => unreachable!("handled above"),
+            Command::Check(_) | Command::Redact { .. } | Command::Try { .. } => {
+                unreachable!("handled above")
+            }
         }
     });
     match result {

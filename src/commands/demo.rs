@@ -53,6 +53,10 @@ sitegate demo: proxy http://{p} -> stand-in app http://{app}, policy {main}
 Try:
   # proxied to the app, with X-Request-Id added
   curl -si http://{p}/api/phase9/intelligence {j} -d '{{"project_id":"P001","project_name":"Bridge","budget":1200000,"scheduled_duration_days":400}}'
+  # a record that breaks the project schema: 400 VALIDATION_FAILED listing every problem
+  curl -si http://{p}/api/phase9/intelligence {j} -d '[{{"project_id":"X1","budget":-5}}]'
+  # sanitized before the app sees it: trimmed name, numeric string turned into a number
+  curl -si http://{p}/api/phase9/intelligence {j} -d '{{"project_id":"P002","project_name":"  Tower  ","budget":"950000","scheduled_duration_days":"300"}}'
   # your own request id is kept
   curl -si http://{p}/health -H 'X-Request-Id: my-trace-1'
   # wrong content type: 415 UNSUPPORTED_MEDIA_TYPE, the app is never called
@@ -60,7 +64,7 @@ Try:
   # body over the route's 2 MiB limit: 413 PAYLOAD_TOO_LARGE, also when chunked
   head -c 3000000 /dev/zero | curl -si http://{p}/api/phase9/intelligence {j} -H 'Transfer-Encoding: chunked' --data-binary @-
   # the app crashing on a phase route: the route's fallback answers, X-Sitegate-Fallback: 5xx
-  curl -si 'http://{p}/api/phase9/intelligence?fail=1' {j} -d '{{"project_id":"P001"}}'
+  curl -si 'http://{p}/api/phase9/intelligence?fail=1' {j} -d '{{"project_id":"P001","project_name":"Bridge","budget":1200000,"scheduled_duration_days":400}}'
   # the app leaking a (fake, documented) AWS key: redacted, X-Sitegate-Redacted: 1
   curl -si http://{p}/api/leak
   # a secret in a stream of 1 MB log lines: every one redacted as it passes

@@ -5,6 +5,7 @@ pub mod check;
 pub mod demo;
 pub mod redact;
 pub mod run;
+pub mod try_route;
 
 use std::path::Path;
 

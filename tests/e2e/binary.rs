@@ -545,3 +545,61 @@ async fn a_request_past_slow_after_writes_one_perf_warning() {
     assert_eq!(v["level"], "WARN");
     assert!(v["duration_ms"].as_f64().unwrap() >= 300.0);
 }
+
+#[test]
+fn try_shows_the_decision_and_the_forwarded_body() {
+    let run = |body: &str| {
+        let mut child = bin()
+            .args([
+                "try",
+                "--config",
+                "config/sitegate.toml",
+                "--route",
+                "phase9-intelligence",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = run(
+        r#"{"project_id":"P001","project_name":" Bridge ","budget":"5","scheduled_duration_days":9}"#,
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.starts_with("ALLOWED; forwarded body (changed by sanitizing):"),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#""project_name":"Bridge","budget":5"#),
+        "{out}"
+    );
+    let (code, out) = run(r#"[{"project_id":"X","budget":-1}]"#);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.starts_with("REJECTED VALIDATION_FAILED (400): 1 of 1 records are invalid"),
+        "{out}"
+    );
+    assert!(
+        out.contains("record 0 /budget: must be >= 0 (min)"),
+        "{out}"
+    );
+    let out = bin()
+        .args(["try", "--config", "config/sitegate.toml", "--route", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no route named `nope`"));
+}
