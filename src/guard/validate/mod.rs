@@ -311,12 +311,13 @@ fn check_record(
     index: Option<usize>,
     out: &mut Vec<Detail>,
 ) -> bool {
-    let rule = Rule {
-        kinds: vec![Kind::Object],
-        object: Some(rules.record.clone()),
-        ..Rule::default()
-    };
-    check_value(record, &rule, rules.sanitize, "", index, out)
+    match record {
+        Value::Object(map) => check_object(map, &rules.record, rules.sanitize, "", index, out),
+        _ => {
+            out.push(detail(index, "", "type", "must be an object"));
+            false
+        }
+    }
 }
 
 fn kind_of(v: &Value) -> Kind {
