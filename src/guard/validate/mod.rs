@@ -171,7 +171,12 @@ pub fn parse(body: &[u8], rules: &BodyRules) -> Result<Value, Rejection> {
     })
 }
 
-fn detail(record: Option<usize>, path: &str, rule: &str, message: impl Into<String>) -> Detail {
+fn detail(
+    record: Option<usize>,
+    path: impl fmt::Display,
+    rule: &str,
+    message: impl Into<String>,
+) -> Detail {
     Detail {
         record,
         path: path.to_string(),
@@ -180,9 +185,25 @@ fn detail(record: Option<usize>, path: &str, rule: &str, message: impl Into<Stri
     }
 }
 
-/// Escapes a key for a JSON Pointer.
-fn pointer(base: &str, key: &str) -> String {
-    format!("{base}/{}", key.replace('~', "~0").replace('/', "~1"))
+/// Where a value sits, as a JSON Pointer built only when a problem is reported (most
+/// values have none, and formatting a pointer per field would dominate the check).
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    Root,
+    Key(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+}
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Path::Root => Ok(()),
+            Path::Key(parent, key) => {
+                write!(f, "{parent}/{}", key.replace('~', "~0").replace('/', "~1"))
+            }
+            Path::Index(parent, i) => write!(f, "{parent}/{i}"),
+        }
+    }
 }
 
 /// Checks a whole body; `Ok` carries what to forward.
@@ -312,7 +333,9 @@ fn check_record(
     out: &mut Vec<Detail>,
 ) -> bool {
     match record {
-        Value::Object(map) => check_object(map, &rules.record, rules.sanitize, "", index, out),
+        Value::Object(map) => {
+            check_object(map, &rules.record, rules.sanitize, Path::Root, index, out)
+        }
         _ => {
             out.push(detail(index, "", "type", "must be an object"));
             false
@@ -348,7 +371,7 @@ fn check_value(
     v: &mut Value,
     rule: &Rule,
     sanitize: bool,
-    path: &str,
+    path: Path<'_>,
     record: Option<usize>,
     out: &mut Vec<Detail>,
 ) -> bool {
@@ -453,7 +476,7 @@ fn check_value(
                         item,
                         item_rule,
                         sanitize,
-                        &format!("{path}/{i}"),
+                        Path::Index(&path, i),
                         record,
                         out,
                     );
@@ -483,7 +506,7 @@ fn check_object(
     map: &mut Map<String, Value>,
     obj: &ObjectRule,
     sanitize: bool,
-    path: &str,
+    path: Path<'_>,
     record: Option<usize>,
     out: &mut Vec<Detail>,
 ) -> bool {
@@ -492,7 +515,7 @@ fn check_object(
         if !map.contains_key(key) {
             out.push(detail(
                 record,
-                &pointer(path, key),
+                Path::Key(&path, key),
                 "required",
                 "is required",
             ));
@@ -515,7 +538,7 @@ fn check_object(
             for k in &unknown {
                 out.push(detail(
                     record,
-                    &pointer(path, k),
+                    Path::Key(&path, k),
                     "additional",
                     "is not an allowed field",
                 ));
@@ -524,7 +547,7 @@ fn check_object(
     }
     for (key, value) in map.iter_mut() {
         if let Some(rule) = obj.field(key) {
-            changed |= check_value(value, rule, sanitize, &pointer(path, key), record, out);
+            changed |= check_value(value, rule, sanitize, Path::Key(&path, key), record, out);
         }
     }
     changed
