@@ -195,6 +195,19 @@ async fn route(req: Request<Incoming>) -> Response<BoxBody> {
                 "model": name, "version": version, "prediction": {"delay_days": 9, "probability": 0.64},
             }),
         ),
+        (Method::POST, ["models", name, "predict"]) => {
+            // The version sitegate chose for us, as the suite's app would read it.
+            let version = req
+                .headers()
+                .get("x-sitegate-model-version")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            json_resp(
+                StatusCode::OK,
+                json!({"model": name, "version": version, "prediction": {"delay_days": 9}}),
+            )
+        }
         (Method::POST, ["models", name, "retrain"]) => json_resp(
             StatusCode::ACCEPTED,
             json!({

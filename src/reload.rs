@@ -193,6 +193,16 @@ fn reload_once(
             {
                 set(&next.logging.level);
             }
+            for (model, version, was, now) in current.models.lock_changes(&next.models) {
+                tracing::warn!(
+                    category = Category::Audit.as_str(),
+                    model = %model,
+                    version = %version,
+                    was_locked = ?was,
+                    now_locked = ?now,
+                    "model lock state changed by a policy reload"
+                );
+            }
             for setting in &restart_required {
                 tracing::warn!(
                     category = Category::Config.as_str(),

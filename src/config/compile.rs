@@ -112,6 +112,8 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
     let mut redaction: Option<(RawRedaction, &Source)> = None;
     let mut resources: Option<(RawResources, &Source)> = None;
     let mut schemas: Vec<(String, Spanned<RawSchema>, &Source)> = Vec::new();
+    let mut models = Vec::new();
+    let mut model_policy: Option<(crate::config::raw::RawModelPolicy, &Source)> = None;
     let mut routes: Vec<(Spanned<RawRoute>, &Source)> = Vec::new();
 
     for (src, raw) in parsed {
@@ -132,6 +134,14 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
         claim(&mut unmatched, raw.unmatched, "unmatched", src, &mut sink);
         claim(&mut redaction, raw.redaction, "redaction", src, &mut sink);
         claim(&mut resources, raw.resources, "resources", src, &mut sink);
+        models.extend(raw.model.into_iter().map(|m| (m, src)));
+        claim(
+            &mut model_policy,
+            raw.model_policy,
+            "model_policy",
+            src,
+            &mut sink,
+        );
         for (name, schema) in raw.schema.into_iter().flatten() {
             if schemas.iter().any(|(n, _, _)| *n == name) {
                 sink.at(&schema, format!("[schema.{name}] is defined twice"));
@@ -160,6 +170,17 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
     let table = compile_routes(routes, unmatched, &ctx, &mut diags);
 
     let shed = compile_resources(resources, &mut diags);
+    let models = compile_schema::models(models, &mut diags);
+    let model_policy = model_policy.map_or_else(Default::default, |(p, _)| {
+        let d = crate::policy::models::ModelPolicy::default();
+        crate::policy::models::ModelPolicy {
+            require_locked_for_inference: p
+                .require_locked_for_inference
+                .unwrap_or(d.require_locked_for_inference),
+            retrain_requires_force: p.retrain_requires_force.unwrap_or(d.retrain_requires_force),
+            api_unlock: p.api_unlock.unwrap_or(d.api_unlock),
+        }
+    });
     if !diags.is_empty() {
         return Err(Diagnostics(diags));
     }
@@ -173,6 +194,8 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
         routes: table,
         redaction,
         shed,
+        models,
+        model_policy,
     })
 }
 
@@ -482,6 +505,9 @@ fn compile_routes(
         route.redact = r.redact.unwrap_or(ctx.redaction.responses);
         route.slow_after = r.slow_after.map(|d| d.0);
         route.shed = r.shed.unwrap_or(true);
+        route.model = r
+            .model
+            .and_then(|m| compile_schema::route_model(m, r.path.get_ref(), &mut sink));
         route.body = compile_schema::body_rules(
             compile_schema::RouteBody {
                 schema: r.schema,

@@ -200,3 +200,96 @@ pub(super) fn body_rules(
     }
     Some(rules)
 }
+
+/// `[[model]]` entries: a version may be listed once.
+pub(super) fn models(
+    raw: Vec<(Spanned<crate::config::raw::RawModel>, &Source)>,
+    diags: &mut Vec<Diagnostic>,
+) -> crate::policy::models::ModelTable {
+    let mut out: Vec<crate::policy::models::ModelVersion> = Vec::new();
+    for (m, src) in raw {
+        let m = m.into_inner();
+        if out
+            .iter()
+            .any(|x| x.name == *m.name.get_ref() && x.version == *m.version.get_ref())
+        {
+            diags.push(Diagnostic::at(
+                &src.path,
+                &src.text,
+                Some(m.version.span()),
+                format!(
+                    "model {}@{} is listed twice",
+                    m.name.get_ref(),
+                    m.version.get_ref()
+                ),
+            ));
+            continue;
+        }
+        out.push(crate::policy::models::ModelVersion {
+            name: m.name.into_inner(),
+            version: m.version.into_inner(),
+            locked: m.locked.unwrap_or(false),
+            inference: m.inference.unwrap_or(true),
+            retrain: m.retrain.unwrap_or(true),
+        });
+    }
+    crate::policy::models::ModelTable::new(out)
+}
+
+/// A route's `model = { ... }`; `pattern` is the route's path, for `path:` sources.
+pub(super) fn route_model(
+    raw: Spanned<crate::config::raw::RawRouteModel>,
+    pattern: &str,
+    sink: &mut Sink,
+) -> Option<crate::policy::RouteModel> {
+    use crate::policy::ValueSource;
+    let raw = raw.into_inner();
+    let before = sink.diags.len();
+    let action = crate::policy::models::Action::parse(raw.action.get_ref());
+    if action.is_none() {
+        sink.at(
+            &raw.action,
+            "unknown action; use inference, retrain, register or unlock",
+        );
+    }
+    let mut source = |s: Option<Spanned<String>>| -> Option<ValueSource> {
+        let s = s?;
+        let (kind, what) = s.get_ref().split_once(':').unwrap_or(("", ""));
+        let parsed = match (kind, what) {
+            ("path", p) if crate::policy::Route::has_param(pattern, p) => {
+                Some(ValueSource::Path(p.to_string()))
+            }
+            ("path", _) => {
+                sink.at(&s, "the route's path has no such parameter");
+                return None;
+            }
+            ("json", p) if p.starts_with('/') => Some(ValueSource::Json(p.to_string())),
+            ("header", h) => http::HeaderName::from_bytes(h.as_bytes())
+                .ok()
+                .map(ValueSource::Header),
+            ("query", q) if !q.is_empty() => Some(ValueSource::Query(q.to_string())),
+            _ => None,
+        };
+        if parsed.is_none() {
+            sink.at(
+                &s,
+                "a source is path:PARAM, json:/pointer, header:Name or query:name",
+            );
+        }
+        parsed
+    };
+    let name = source(raw.name);
+    let version = source(raw.version);
+    let force = source(raw.force);
+    let confirm = source(raw.confirm);
+    if sink.diags.len() > before {
+        return None;
+    }
+    Some(crate::policy::RouteModel {
+        action: action?,
+        name,
+        version,
+        force,
+        confirm,
+    })
+}

@@ -34,6 +34,42 @@ pub struct RawFile {
     pub resources: Option<Spanned<RawResources>>,
     /// `[schema.NAME]`
     pub schema: Option<std::collections::BTreeMap<String, Spanned<RawSchema>>>,
+    /// `[[model]]`
+    #[serde(default)]
+    pub model: Vec<Spanned<RawModel>>,
+    /// `[model_policy]`
+    pub model_policy: Option<Spanned<RawModelPolicy>>,
+}
+
+/// `[[model]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub name: Spanned<String>,
+    pub version: Spanned<String>,
+    pub locked: Option<bool>,
+    pub inference: Option<bool>,
+    pub retrain: Option<bool>,
+}
+
+/// `[model_policy]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModelPolicy {
+    pub require_locked_for_inference: Option<bool>,
+    pub retrain_requires_force: Option<bool>,
+    pub api_unlock: Option<bool>,
+}
+
+/// A route's `model = { action, name, version, force, confirm }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteModel {
+    pub action: Spanned<String>,
+    pub name: Option<Spanned<String>>,
+    pub version: Option<Spanned<String>>,
+    pub force: Option<Spanned<String>>,
+    pub confirm: Option<Spanned<String>>,
 }
 
 /// `[schema.NAME]`: the rules of a record.
@@ -170,6 +206,7 @@ pub struct RawLimits {
     pub max_records: Option<usize>,
     pub max_depth: Option<Spanned<usize>>,
     pub max_string: Option<usize>,
+    pub model: Option<Spanned<RawRouteModel>>,
 }
 
 /// `[logging]`
@@ -217,6 +254,7 @@ pub struct RawRoute {
     pub max_records: Option<usize>,
     pub max_depth: Option<Spanned<usize>>,
     pub max_string: Option<usize>,
+    pub model: Option<Spanned<RawRouteModel>>,
 }
 
 /// A route's `fallback = { ... }`.

@@ -77,6 +77,17 @@ pub struct RedactionLabels {
     pub detector: NameLabel,
 }
 
+/// Labels of a model-lock decision.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelDecisionLabels {
+    /// Model name (as the request gave it; empty when it gave none).
+    pub model: String,
+    /// `inference`, `retrain`, `register` or `unlock`.
+    pub action: &'static str,
+    /// `allowed` or `denied`.
+    pub result: &'static str,
+}
+
 /// Labels of a shed request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShedLabels {
@@ -114,6 +125,8 @@ pub struct Metrics {
     pub circuit_state: Gauge,
     /// `sitegate_redactions_total{route,detector}`
     pub redactions: Family<RedactionLabels, Counter>,
+    /// `sitegate_model_decisions_total{model,action,result}`
+    pub model_decisions: Family<ModelDecisionLabels, Counter>,
     /// `sitegate_buffered_bytes`: body bytes held in memory now (set at scrape).
     pub buffered_bytes: Gauge,
     /// `sitegate_shed_total{reason}`
@@ -206,6 +219,12 @@ impl Default for Metrics {
             "Secrets replaced in responses, by route and detector",
             redactions.clone(),
         );
+        let model_decisions = Family::<ModelDecisionLabels, Counter>::default();
+        registry.register(
+            "model_decisions",
+            "Model-lock decisions, by model, action and result",
+            model_decisions.clone(),
+        );
         let buffered_bytes = Gauge::default();
         registry.register(
             "buffered_bytes",
@@ -277,6 +296,7 @@ impl Default for Metrics {
             retries,
             circuit_state,
             redactions,
+            model_decisions,
             buffered_bytes,
             shed,
             system_memory_percent,

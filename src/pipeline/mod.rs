@@ -12,6 +12,7 @@
 
 mod ctx;
 mod forward;
+mod model_lock;
 mod read;
 mod redact;
 
@@ -133,26 +134,38 @@ async fn proxy(
             .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     }
     // read_body, validate
-    let body = match &route.body {
-        Some(rules) if wants_body(&parts) => {
-            let (bytes, permit) = read::read_body(ctx, route, &parts.headers, incoming).await?;
+    let needs_body = route.body.is_some() || route.model.as_ref().is_some_and(|m| m.reads_body());
+    let body = if needs_body && wants_body(&parts) {
+        let (mut bytes, permit) = read::read_body(ctx, route, &parts.headers, incoming).await?;
+        if let Some(rules) = &route.body {
             let accepted = validate::check(&bytes, rules)?;
-            let bytes = accepted.body.map_or(bytes, Bytes::from);
+            bytes = accepted.body.map_or(bytes, Bytes::from);
             if accepted.dropped > 0 {
                 parts
                     .headers
                     .insert(DROPPED, HeaderValue::from(accepted.dropped));
                 ctx.dropped = accepted.dropped;
             }
-            // The app gets the body as checked: decoded, with its own length.
-            parts.headers.remove(CONTENT_ENCODING);
-            parts
-                .headers
-                .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-            RequestBody::Buffered(bytes, permit)
         }
-        _ => RequestBody::Stream(incoming),
+        // The app gets the body as checked: decoded, with its own length.
+        parts.headers.remove(CONTENT_ENCODING);
+        parts
+            .headers
+            .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        RequestBody::Buffered(bytes, permit)
+    } else {
+        RequestBody::Stream(incoming)
     };
+    // model_lock
+    if let Some(model) = &route.model {
+        let json = match &body {
+            RequestBody::Buffered(bytes, _) if model.reads_body() => {
+                serde_json::from_slice(bytes).ok()
+            }
+            _ => None,
+        };
+        model_lock::check(ctx, policy, route, model, &mut parts, json.as_ref())?;
+    }
     let resp = match forward::forward(ctx, policy, route, parts, body).await? {
         Forwarded::Response(resp) => resp,
         // fallback

@@ -2,13 +2,14 @@
 //! `config::compile`, shared through an `ArcSwap`, never changed in place: a reload
 //! builds a new one.
 
+pub mod models;
 mod route;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use route::{RetryPolicy, Route, RouteTable, StatusSet, UNMATCHED};
+pub use route::{RetryPolicy, Route, RouteModel, RouteTable, StatusSet, UNMATCHED, ValueSource};
 
 pub use crate::upstream::circuit::CircuitSettings;
 
@@ -35,6 +36,10 @@ pub struct Policy {
     pub redaction: RedactionPolicy,
     /// `[resources]`
     pub shed: crate::guard::shed::ShedSettings,
+    /// `[[model]]`
+    pub models: models::ModelTable,
+    /// `[model_policy]`
+    pub model_policy: models::ModelPolicy,
 }
 
 /// `[redaction]`, compiled.

@@ -40,6 +40,45 @@ pub struct Route {
     pub shed: bool,
     /// JSON body rules, when the route validates its bodies.
     pub body: Option<crate::guard::validate::schema::BodyRules>,
+    /// The model this route touches, when it is under the model-lock policy.
+    pub model: Option<RouteModel>,
+}
+
+/// Where a request carries a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueSource {
+    /// A parameter of the route's path (`path:name`).
+    Path(String),
+    /// A JSON Pointer into the body (`json:/force_retrain`).
+    Json(String),
+    /// A header (`header:X-Model`).
+    Header(http::HeaderName),
+    /// A query-string parameter (`query:version`).
+    Query(String),
+}
+
+/// A route's `model = { ... }`.
+#[derive(Debug, Clone)]
+pub struct RouteModel {
+    /// What the route does.
+    pub action: crate::policy::models::Action,
+    /// Where the model name is.
+    pub name: Option<ValueSource>,
+    /// Where the version is.
+    pub version: Option<ValueSource>,
+    /// Where the retrain force flag is.
+    pub force: Option<ValueSource>,
+    /// Where the unlock confirmation is.
+    pub confirm: Option<ValueSource>,
+}
+
+impl RouteModel {
+    /// True when a source reads the body.
+    pub fn reads_body(&self) -> bool {
+        [&self.name, &self.version, &self.force, &self.confirm]
+            .iter()
+            .any(|s| matches!(s, Some(ValueSource::Json(_))))
+    }
 }
 
 /// A set of HTTP status codes (100–999).
@@ -116,7 +155,25 @@ impl Route {
             slow_after: None,
             shed: true,
             body: None,
+            model: None,
         }
+    }
+
+    /// The path parameters of `path` (empty for the catch-all).
+    pub fn params(&self, path: &str) -> Vec<(String, String)> {
+        match self.matcher.as_ref().and_then(|m| m.at(path).ok()) {
+            Some(found) => found
+                .params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// True when the route's path pattern has a parameter `name`.
+    pub(crate) fn has_param(pattern: &str, name: &str) -> bool {
+        pattern.contains(&format!("{{{name}}}")) || pattern.contains(&format!("{{*{name}}}"))
     }
 
     fn matches(&self, method: &Method, path: &str) -> bool {

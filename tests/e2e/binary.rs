@@ -112,7 +112,7 @@ fn check_accepts_the_shipped_policy() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("policy is valid (5 files, 6 routes"),
+        stdout.contains("policy is valid (6 files, 7 routes"),
         "{stdout}"
     );
 }

@@ -140,8 +140,23 @@ async fn the_suite_endpoints_work_through_sitegate() {
     )
     .await;
     assert_eq!(r.json()["version"], "2.1.0");
+    // Retraining goes through only with the explicit force flag.
     let r = send("POST", &url("/models/delay-predictor/retrain"), &json, "{}").await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (428, "RETRAIN_NOT_CONFIRMED")
+    );
+    let r = send(
+        "POST",
+        &url("/models/delay-predictor/retrain"),
+        &json,
+        r#"{"force_retrain":true}"#,
+    )
+    .await;
     assert_eq!(r.status, 202);
+    // Inference on a model the policy does not know never reaches Flask.
+    let r = send("POST", &url("/models/unknown/1.0.0/predict"), &json, "{}").await;
+    assert_eq!((r.status, r.code().as_str()), (409, "MODEL_UNKNOWN"));
     let r = get(&url("/health")).await;
     assert_eq!(r.json()["flask"], true);
 

@@ -5,6 +5,7 @@ mod binary;
 mod failure;
 mod harness;
 mod legacy;
+mod models;
 mod proxy;
 mod redaction;
 mod reload;

@@ -1,0 +1,124 @@
+//! model_lock: the model-lock decision for routes that touch a model. The decision is
+//! the pure `ModelTable::decide`; this phase gathers the request's facts, counts and
+//! logs the outcome, and tells the app which version it is to serve.
+
+use http::HeaderValue;
+use http::header::HeaderName;
+use serde_json::Value;
+
+use super::ctx::Ctx;
+use crate::error::Failure;
+use crate::observe::Category;
+use crate::observe::metrics::ModelDecisionLabels;
+use crate::policy::models::{Action, ModelFacts};
+use crate::policy::{Policy, Route, RouteModel, ValueSource};
+
+/// The version an inference without one is served with.
+pub const MODEL_VERSION: HeaderName = HeaderName::from_static("x-sitegate-model-version");
+
+fn value(
+    source: &Option<ValueSource>,
+    route: &Route,
+    parts: &http::request::Parts,
+    json: Option<&Value>,
+) -> Option<Value> {
+    match source.as_ref()? {
+        ValueSource::Path(p) => route
+            .params(parts.uri.path())
+            .into_iter()
+            .find(|(k, _)| k == p)
+            .map(|(_, v)| Value::String(v)),
+        ValueSource::Json(pointer) => json?.pointer(pointer).cloned(),
+        ValueSource::Header(h) => parts
+            .headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| Value::String(v.to_string())),
+        ValueSource::Query(q) => parts.uri.query()?.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == q).then(|| Value::String(v.to_string()))
+        }),
+    }
+}
+
+fn text(v: Option<Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Decides; on a denial, counts it, logs it (`ai_error`) and returns the rejection.
+pub(super) fn check(
+    ctx: &Ctx,
+    policy: &Policy,
+    route: &Route,
+    model: &RouteModel,
+    parts: &mut http::request::Parts,
+    json: Option<&Value>,
+) -> Result<(), Failure> {
+    let facts = ModelFacts {
+        name: text(value(&model.name, route, parts, json)),
+        version: text(value(&model.version, route, parts, json)),
+        force: value(&model.force, route, parts, json),
+        confirm: text(value(&model.confirm, route, parts, json)),
+    };
+    let decision = policy
+        .models
+        .decide(&policy.model_policy, model.action, &facts);
+    let name = facts.name.clone().unwrap_or_default();
+    let result = match &decision {
+        Ok(_) => "allowed",
+        Err(_) => "denied",
+    };
+    ctx.shared
+        .metrics
+        .model_decisions
+        .get_or_create(&ModelDecisionLabels {
+            // Only registered names become labels: a client must not grow the metrics.
+            model: if policy.models.knows(&name) {
+                name.clone()
+            } else {
+                "unregistered".into()
+            },
+            action: model.action.as_str(),
+            result,
+        })
+        .inc();
+    match decision {
+        Err(rejection) => {
+            tracing::warn!(
+                category = Category::AiError.as_str(),
+                request_id = ctx.id(),
+                route = %ctx.route,
+                model = %name,
+                version = facts.version.as_deref().unwrap_or(""),
+                action = model.action.as_str(),
+                error_code = rejection.code.as_str(),
+                "model policy refused the request"
+            );
+            Err(Failure::Rejected(rejection))
+        }
+        Ok(allowed) => {
+            if let Some(v) = allowed
+                .chosen_version
+                .as_deref()
+                .and_then(|v| HeaderValue::from_str(v).ok())
+            {
+                parts.headers.insert(MODEL_VERSION, v);
+            }
+            if model.action != Action::Inference {
+                tracing::warn!(
+                    category = Category::Audit.as_str(),
+                    request_id = ctx.id(),
+                    route = %ctx.route,
+                    model = %name,
+                    version = allowed.version.as_deref().unwrap_or(""),
+                    action = model.action.as_str(),
+                    "model change allowed"
+                );
+            }
+            Ok(())
+        }
+    }
+}
