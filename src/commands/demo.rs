@@ -57,6 +57,12 @@ Try:
   curl -si http://{p}/api/phase9/intelligence {j} -d '[{{"project_id":"X1","budget":-5}}]'
   # sanitized before the app sees it: trimmed name, numeric string turned into a number
   curl -si http://{p}/api/phase9/intelligence {j} -d '{{"project_id":"P002","project_name":"  Tower  ","budget":"950000","scheduled_duration_days":"300"}}'
+  # model lock: a locked version serves; an unlocked one does not (409 MODEL_NOT_LOCKED)
+  curl -si http://{p}/models/delay-predictor/2.1.0/predict {j} -d '{{}}'
+  curl -si http://{p}/models/risk-classifier/0.9.0/predict {j} -d '{{}}'
+  # retraining needs the explicit flag: 428 without it, 202 with it
+  curl -si http://{p}/models/delay-predictor/retrain {j} -d '{{"force_retrain":"true"}}'
+  curl -si http://{p}/models/delay-predictor/retrain {j} -d '{{"force_retrain":true}}'
   # your own request id is kept
   curl -si http://{p}/health -H 'X-Request-Id: my-trace-1'
   # wrong content type: 415 UNSUPPORTED_MEDIA_TYPE, the app is never called
