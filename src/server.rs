@@ -137,6 +137,9 @@ pub async fn start(mut policy: Policy, options: Options) -> Result<Running, Bind
         set_log_level: options.set_log_level,
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let connections = Arc::new(tokio::sync::Semaphore::new(
+        shared.policy.load().server.max_connections,
+    ));
     let mut done = Vec::with_capacity(workers);
     for worker in 0..workers {
         let listener = listener
@@ -144,11 +147,19 @@ pub async fn start(mut policy: Policy, options: Options) -> Result<Running, Bind
             .map_err(|source| BindError { addr, source })?;
         let (tx, rx) = oneshot::channel();
         let (shared, shutdown_rx) = (shared.clone(), shutdown_rx.clone());
+        let connections = connections.clone();
         std::thread::Builder::new()
             .name(format!("sitegate-worker-{worker}"))
             .spawn(move || {
                 match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(rt) => rt.block_on(serve_proxy(listener, shared, worker, shutdown_rx, header_read_timeout)),
+                    Ok(rt) => rt.block_on(serve_proxy(
+                        listener,
+                        shared,
+                        worker,
+                        shutdown_rx,
+                        header_read_timeout,
+                        connections,
+                    )),
                     Err(e) => tracing::error!(category = Category::SystemError.as_str(), error = %e, "cannot start a worker runtime"),
                 }
                 let _ = tx.send(());
@@ -218,6 +229,7 @@ async fn serve_proxy(
     worker: usize,
     mut shutdown: watch::Receiver<bool>,
     header_read_timeout: Duration,
+    connections: Arc<tokio::sync::Semaphore>,
 ) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
@@ -230,11 +242,23 @@ async fn serve_proxy(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+        .header_read_timeout(header_read_timeout)
+        // Bounds each connection's read buffer (and so the request head): with many
+        // clients uploading at once, hyper's default (~400 KiB each) adds up.
+        .max_buf_size(64 * 1024);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     let mut conns = JoinSet::new();
     loop {
+        // At max_connections, stop accepting: new clients wait in the listen backlog
+        // instead of each costing memory here.
+        let permit = tokio::select! {
+            p = connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown.changed() => break,
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, addr)) => {
@@ -253,6 +277,7 @@ async fn serve_proxy(
                     let conn = graceful.watch(conn);
                     conns.spawn(async move {
                         let _ = conn.await;
+                        drop(permit);
                     });
                 }
                 Err(e) => {

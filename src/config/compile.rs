@@ -227,6 +227,21 @@ fn compile_server(
             .map_or(Duration::from_secs(10), |d| d.0),
         shutdown_grace: raw.shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),
         workers,
+        max_connections: match (raw.max_connections, src) {
+            (Some(n), Some(src)) if *n.get_ref() == 0 => {
+                diags.push(Diagnostic::at(
+                    &src.path,
+                    &src.text,
+                    Some(n.span()),
+                    "server.max_connections must be at least 1",
+                ));
+                10_000
+            }
+            (n, _) => n.map_or(10_000, Spanned::into_inner),
+        },
+        request_timeout: raw
+            .request_timeout
+            .map_or(Duration::from_secs(300), |d| d.0),
     }
 }
 

@@ -164,6 +164,8 @@ pub struct RawServer {
     pub header_read_timeout: Option<Dur>,
     pub shutdown_grace: Option<Dur>,
     pub workers: Option<Spanned<usize>>,
+    pub max_connections: Option<Spanned<usize>>,
+    pub request_timeout: Option<Dur>,
 }
 
 /// `[upstream]`

@@ -58,7 +58,16 @@ pub async fn handle(
     let (parts, body) = req.into_parts();
     let mut body = Some(body);
     let result = match admit(&ctx, &policy) {
-        Ok(()) => proxy(&mut ctx, &policy, parts, &mut body, peer).await,
+        // The global ceiling, whatever the route's own timeouts.
+        Ok(()) => match tokio::time::timeout(
+            policy.server.request_timeout,
+            proxy(&mut ctx, &policy, parts, &mut body, peer),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(Failure::Upstream(crate::error::UpstreamFailure::Timeout)),
+        },
         Err(r) => {
             ctx.shared
                 .metrics

@@ -77,6 +77,10 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// Worker threads serving the proxy listener; `None` for one per CPU.
     pub workers: Option<usize>,
+    /// Client connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// The longest a request may take to get its response head, whatever its route.
+    pub request_timeout: Duration,
 }
 
 /// The application behind sitegate.
@@ -159,6 +163,9 @@ impl Policy {
         }
         if self.server.header_read_timeout != next.server.header_read_timeout {
             out.push("server.header_read_timeout");
+        }
+        if self.server.max_connections != next.server.max_connections {
+            out.push("server.max_connections");
         }
         if self.server.workers != next.server.workers {
             out.push("server.workers");

@@ -484,3 +484,82 @@ async fn sheddable_routes_get_429_above_the_resource_thresholds() {
     );
     assert!(metric(&m, "sitegate_system_memory_percent") > 0.0, "{m}");
 }
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed_after_the_header_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = Env::start_with_main(|main| {
+        main.replace(
+            "shutdown_grace = \"5s\"",
+            "shutdown_grace = \"5s\"\nheader_read_timeout = \"300ms\"",
+        )
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(env.proxy.addr)
+        .await
+        .unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Keep-alive, then silence: the proxy closes the idle connection.
+    let started = tokio::time::Instant::now();
+    let rest = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+    assert!(
+        matches!(rest, Ok(Ok(0)) | Ok(Err(_))),
+        "still open: {rest:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}
+
+#[tokio::test]
+async fn max_connections_holds_new_clients_until_a_connection_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = Env::start_with_main(|main| {
+        main.replace(
+            "shutdown_grace = \"5s\"",
+            "shutdown_grace = \"5s\"\nmax_connections = 1",
+        )
+    })
+    .await;
+    let mut first = tokio::net::TcpStream::connect(env.proxy.addr)
+        .await
+        .unwrap();
+    first
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    assert!(first.read(&mut buf).await.unwrap() > 0);
+    // The first connection stays open (keep-alive): the second client is not served.
+    let url = env.url("/health");
+    let second = tokio::spawn(async move { get(&url).await.status });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "a second connection was served past max_connections"
+    );
+    drop(first);
+    let status = tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn the_global_request_timeout_caps_every_route() {
+    let env = Env::start_with_main(|main| {
+        main.replace(
+            "shutdown_grace = \"5s\"",
+            "shutdown_grace = \"5s\"\nrequest_timeout = \"300ms\"",
+        )
+    })
+    .await;
+    // The upstream timeout is 5 s; the ceiling answers first.
+    let r = get(&env.url("/api/slow?ms=3000")).await;
+    assert_eq!(r.status, 504);
+    assert_eq!(r.code(), "UPSTREAM_TIMEOUT");
+}
