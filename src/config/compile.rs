@@ -114,6 +114,7 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
     let mut schemas: Vec<(String, Spanned<RawSchema>, &Source)> = Vec::new();
     let mut models = Vec::new();
     let mut model_policy: Option<(crate::config::raw::RawModelPolicy, &Source)> = None;
+    let mut access: Option<(crate::config::raw::RawAccess, &Source)> = None;
     let mut routes: Vec<(Spanned<RawRoute>, &Source)> = Vec::new();
 
     for (src, raw) in parsed {
@@ -142,6 +143,7 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
             src,
             &mut sink,
         );
+        claim(&mut access, raw.access, "access", src, &mut sink);
         for (name, schema) in raw.schema.into_iter().flatten() {
             if schemas.iter().any(|(n, _, _)| *n == name) {
                 sink.at(&schema, format!("[schema.{name}] is defined twice"));
@@ -170,6 +172,7 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
     let table = compile_routes(routes, unmatched, &ctx, &mut diags);
 
     let shed = compile_resources(resources, &mut diags);
+    let access = compile_schema::access(access, &data, &mut diags);
     let models = compile_schema::models(models, &mut diags);
     let model_policy = model_policy.map_or_else(Default::default, |(p, _)| {
         let d = crate::policy::models::ModelPolicy::default();
@@ -196,6 +199,7 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
         shed,
         models,
         model_policy,
+        access,
     })
 }
 
@@ -520,6 +524,7 @@ fn compile_routes(
         route.redact = r.redact.unwrap_or(ctx.redaction.responses);
         route.slow_after = r.slow_after.map(|d| d.0);
         route.shed = r.shed.unwrap_or(true);
+        route.auth = compile_schema::auth(r.auth, &mut sink);
         route.model = r
             .model
             .and_then(|m| compile_schema::route_model(m, r.path.get_ref(), &mut sink));

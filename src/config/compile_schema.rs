@@ -293,3 +293,73 @@ pub(super) fn route_model(
         confirm,
     })
 }
+
+/// `[access]`: the key file (read as a data source) and the Origin settings.
+pub(super) fn access(
+    raw: Option<(crate::config::raw::RawAccess, &Source)>,
+    data: &HashMap<&std::path::Path, &Source>,
+    diags: &mut Vec<Diagnostic>,
+) -> crate::guard::access::AccessPolicy {
+    use crate::guard::access::{AccessPolicy, parse_key_file};
+    let mut out = AccessPolicy::default();
+    let Some((raw, src)) = raw else { return out };
+    if let Some(h) = raw.api_key_header {
+        match http::HeaderName::from_bytes(h.get_ref().as_bytes()) {
+            Ok(name) => out.api_key_header = name,
+            Err(_) => diags.push(Diagnostic::at(
+                &src.path,
+                &src.text,
+                Some(h.span()),
+                "not a valid header name",
+            )),
+        }
+    }
+    if let Some(file) = raw.api_keys_file {
+        let path = super::compile_route::resolve(&src.path, file.get_ref());
+        if let Some(text) = data.get(path.as_path()) {
+            match parse_key_file(&text.text) {
+                Ok(keys) => out.keys = keys,
+                Err((line, message)) => diags.push(Diagnostic {
+                    file: path.clone(),
+                    line,
+                    col: 1,
+                    message: message.into(),
+                }),
+            }
+        }
+    }
+    out.allowed_origins = raw.allowed_origins;
+    if let Some(m) = raw.cors_methods {
+        out.cors_methods = m.join(", ");
+    }
+    if let Some(h) = raw.cors_headers {
+        out.cors_headers = h.join(", ");
+    }
+    if let Some(a) = raw.cors_max_age {
+        out.cors_max_age = a.0.as_secs();
+    }
+    out
+}
+
+/// A route's `auth`.
+pub(super) fn auth(raw: Option<Spanned<String>>, sink: &mut Sink) -> crate::guard::access::Auth {
+    use crate::guard::access::Auth;
+    let Some(a) = raw else { return Auth::None };
+    match a.get_ref().as_str() {
+        "none" => Auth::None,
+        "api_key" => Auth::ApiKey,
+        // Refused rather than accepted and ignored: a route that asks for JWT must
+        // not quietly let everyone in.
+        "jwt" | "any" => {
+            sink.at(
+                &a,
+                "JWT authentication is not available in this version; use api_key",
+            );
+            Auth::ApiKey
+        }
+        _ => {
+            sink.at(&a, "auth must be none or api_key");
+            Auth::ApiKey
+        }
+    }
+}

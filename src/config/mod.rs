@@ -104,6 +104,12 @@ pub fn read_sources(main: &Path) -> Result<Vec<Source>, Diagnostics> {
 struct Refs {
     #[serde(default)]
     route: Vec<RouteRefs>,
+    access: Option<AccessRefs>,
+}
+
+#[derive(Deserialize)]
+struct AccessRefs {
+    api_keys_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -124,7 +130,13 @@ fn read_data_files(sources: &mut Vec<Source>, diags: &mut Vec<Diagnostic>) {
         let Ok(refs) = toml::from_str::<Refs>(&src.text) else {
             continue;
         };
-        for file in refs.route.into_iter().filter_map(|r| r.fallback?.file) {
+        let keys = refs.access.and_then(|a| a.api_keys_file);
+        for file in refs
+            .route
+            .into_iter()
+            .filter_map(|r| r.fallback?.file)
+            .chain(keys)
+        {
             let path = compile_route::resolve(&src.path, file.get_ref());
             if found.iter().all(|(p, _)| *p != path) {
                 found.push((

@@ -39,6 +39,20 @@ pub struct RawFile {
     pub model: Vec<Spanned<RawModel>>,
     /// `[model_policy]`
     pub model_policy: Option<Spanned<RawModelPolicy>>,
+    /// `[access]`
+    pub access: Option<Spanned<RawAccess>>,
+}
+
+/// `[access]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccess {
+    pub api_key_header: Option<Spanned<String>>,
+    pub api_keys_file: Option<Spanned<String>>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub cors_methods: Option<Vec<String>>,
+    pub cors_headers: Option<Vec<String>>,
+    pub cors_max_age: Option<Dur>,
 }
 
 /// `[[model]]`
@@ -209,6 +223,7 @@ pub struct RawLimits {
     pub max_depth: Option<Spanned<usize>>,
     pub max_string: Option<usize>,
     pub model: Option<Spanned<RawRouteModel>>,
+    pub auth: Option<Spanned<String>>,
 }
 
 /// `[logging]`
@@ -257,6 +272,7 @@ pub struct RawRoute {
     pub max_depth: Option<Spanned<usize>>,
     pub max_string: Option<usize>,
     pub model: Option<Spanned<RawRouteModel>>,
+    pub auth: Option<Spanned<String>>,
 }
 
 /// A route's `fallback = { ... }`.

@@ -1,6 +1,7 @@
 //! Request guards: plain functions of (policy, request facts) that allow or refuse.
 //! No I/O, no clock: each is testable with a `#[test]`.
 
+pub mod access;
 pub mod limits;
 pub mod shed;
 pub mod validate;

@@ -49,6 +49,10 @@ pub(crate) struct Ctx {
     pub(super) attempts: u32,
     /// Records dropped from a batch.
     pub(super) dropped: usize,
+    /// The caller's API key id, once checked.
+    pub(super) caller: Option<Arc<str>>,
+    /// The allowed Origin, echoed in `Access-Control-Allow-Origin`.
+    pub(super) cors_origin: Option<HeaderValue>,
 }
 
 impl Ctx {
@@ -81,6 +85,8 @@ impl Ctx {
             fallback: None,
             attempts: 0,
             dropped: 0,
+            caller: None,
+            cors_origin: None,
         }
     }
 
@@ -206,6 +212,7 @@ impl Drop for Ctx {
             fallback = self.fallback.map(UpstreamFailure::as_str),
             attempts = self.attempts,
             dropped = self.dropped,
+            caller = self.caller.as_deref(),
             incomplete = self.stream_error,
             "request"
         );

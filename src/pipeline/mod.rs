@@ -32,7 +32,7 @@ use forward::{Forwarded, RequestBody};
 use crate::body::{BoxBody, IdleTimeout};
 use crate::error::{ErrorCode, Failure, Rejection};
 use crate::guard::limits::check_head;
-use crate::guard::{shed, validate};
+use crate::guard::{access, shed, validate};
 use crate::headers::DROPPED;
 use crate::headers::{self, REQUEST_ID};
 use crate::observe::metrics::ShedLabels;
@@ -81,10 +81,16 @@ pub async fn handle(
     if let Some(unread) = body {
         crate::body::discard(unread);
     }
-    let resp = match result {
+    let mut resp = match result {
         Ok(resp) => resp,
         Err(failure) => ctx.fail(&failure),
     };
+    if let Some(origin) = ctx.cors_origin.clone() {
+        resp.headers_mut()
+            .insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        resp.headers_mut()
+            .append(http::header::VARY, HeaderValue::from_static("Origin"));
+    }
     ctx.status = resp.status().as_u16();
     resp.map(|inner| Observed::new(inner, ctx))
 }
@@ -108,6 +114,20 @@ async fn proxy(
     body: &mut Option<Incoming>,
     peer: Peer,
 ) -> Result<Response<BoxBody>, Failure> {
+    // access: a CORS preflight is answered here when sitegate owns the Origin policy,
+    // and never forwarded.
+    if policy.access.allowed_origins.is_some()
+        && access::is_preflight(&parts.method, &parts.headers)
+        && let access::OriginDecision::Allowed(origin) =
+            access::check_origin(&policy.access, &parts.headers)?
+    {
+        let mut resp = Response::new(crate::body::full(""));
+        *resp.status_mut() = http::StatusCode::NO_CONTENT;
+        *resp.headers_mut() = access::preflight_headers(&policy.access, origin);
+        resp.headers_mut()
+            .insert(REQUEST_ID, ctx.request_id.clone());
+        return Ok(resp);
+    }
     // route
     let Some(route) = policy.routes.find(&parts.method, parts.uri.path()) else {
         return Err(
@@ -116,6 +136,17 @@ async fn proxy(
     };
     ctx.route = route.name.clone();
     ctx.slow_after = route.slow_after;
+    // access
+    if let access::OriginDecision::Allowed(origin) =
+        access::check_origin(&policy.access, &parts.headers)?
+    {
+        ctx.cors_origin = Some(origin);
+    }
+    if route.auth == access::Auth::ApiKey {
+        ctx.caller = Some(access::check_api_key(&policy.access, &parts.headers)?);
+        // The app has no use for sitegate's credentials.
+        parts.headers.remove(&policy.access.api_key_header);
+    }
     // shed
     let sample = ctx.shared.resources.sample();
     if let Err((reason, rejection)) = shed::check(route.shed, sample, &policy.shed) {

@@ -115,6 +115,7 @@ pub(super) fn check(
                     model = %name,
                     version = allowed.version.as_deref().unwrap_or(""),
                     action = model.action.as_str(),
+                    caller = ctx.caller.as_deref().unwrap_or("anonymous"),
                     "model change allowed"
                 );
             }

@@ -40,6 +40,8 @@ pub struct Policy {
     pub models: models::ModelTable,
     /// `[model_policy]`
     pub model_policy: models::ModelPolicy,
+    /// `[access]`
+    pub access: crate::guard::access::AccessPolicy,
 }
 
 /// `[redaction]`, compiled.

@@ -42,6 +42,8 @@ pub struct Route {
     pub body: Option<crate::guard::validate::schema::BodyRules>,
     /// The model this route touches, when it is under the model-lock policy.
     pub model: Option<RouteModel>,
+    /// What callers must show.
+    pub auth: crate::guard::access::Auth,
 }
 
 /// Where a request carries a value.
@@ -156,6 +158,7 @@ impl Route {
             shed: true,
             body: None,
             model: None,
+            auth: crate::guard::access::Auth::None,
         }
     }
 

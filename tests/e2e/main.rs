@@ -1,6 +1,7 @@
 //! End-to-end tests: the real proxy on 127.0.0.1:0 in front of a real upstream (the
 //! embedded stand-in, or the Flask app under tests/legacy_app), talking HTTP.
 
+mod access;
 mod binary;
 mod failure;
 mod harness;

@@ -1,0 +1,245 @@
+//! access: API keys and the Origin allow-list (with CORS preflights answered by the
+//! proxy). Pure: headers in, an identity or a rejection out.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use sha2::{Digest, Sha256};
+
+use crate::error::{ErrorCode, Rejection};
+
+/// What a route requires of its callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Auth {
+    /// Anyone.
+    #[default]
+    None,
+    /// A key from `api_keys_file` in `api_key_header`.
+    ApiKey,
+}
+
+/// `[access]`, compiled.
+#[derive(Debug, Clone)]
+pub struct AccessPolicy {
+    /// Where the key is sent.
+    pub api_key_header: HeaderName,
+    /// SHA-256 digests of the valid keys, each with the id logged in its place.
+    pub keys: Keys,
+    /// Origins allowed to call; `None` when no Origin check is configured.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Methods a preflight may ask for.
+    pub cors_methods: String,
+    /// Headers a preflight may ask for.
+    pub cors_headers: String,
+    /// How long a browser may cache a preflight answer, in seconds.
+    pub cors_max_age: u64,
+}
+
+impl Default for AccessPolicy {
+    fn default() -> Self {
+        AccessPolicy {
+            api_key_header: HeaderName::from_static("x-api-key"),
+            keys: Vec::new(),
+            allowed_origins: None,
+            cors_methods: "GET, POST, PUT, PATCH, DELETE, OPTIONS".into(),
+            cors_headers: "content-type, authorization, x-api-key, x-request-id".into(),
+            cors_max_age: 600,
+        }
+    }
+}
+
+/// The keys of an `api_keys_file`: digest and id.
+pub type Keys = Vec<([u8; 32], Arc<str>)>;
+
+/// Parses an `api_keys_file`: `<sha256 hex> [id]` a line, `#` comments. Errors carry
+/// the line number, never the line.
+pub fn parse_key_file(text: &str) -> Result<Keys, (usize, &'static str)> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        let hex = parts.next().unwrap_or("");
+        let id = parts
+            .next()
+            .map_or_else(|| format!("key-{}", n + 1), str::to_string);
+        if parts.next().is_some() {
+            return Err((n + 1, "expected `<sha256 hex> [id]`"));
+        }
+        let mut digest = [0u8; 32];
+        if hex.len() != 64 {
+            return Err((n + 1, "a key digest is 64 hex digits (SHA-256 of the key)"));
+        }
+        for (i, byte) in digest.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16)
+                .map_err(|_| (n + 1, "a key digest is 64 hex digits (SHA-256 of the key)"))?;
+        }
+        out.push((digest, Arc::from(id)));
+    }
+    Ok(out)
+}
+
+fn unauthorized(message: &str) -> Rejection {
+    Rejection::new(ErrorCode::Unauthorized, message)
+}
+
+/// Checks the API key; returns the key's id. "No such key" and "wrong key" answer
+/// the same, and every stored digest is compared, so timing tells nothing.
+pub fn check_api_key(policy: &AccessPolicy, headers: &HeaderMap) -> Result<Arc<str>, Rejection> {
+    let Some(value) = headers.get(&policy.api_key_header) else {
+        return Err(unauthorized("an API key is required"));
+    };
+    let key = value.as_bytes();
+    // Malformed keys are refused before any hashing.
+    if key.len() < 16 || key.len() > 256 || !key.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(unauthorized("the API key is not valid"));
+    }
+    let digest: [u8; 32] = Sha256::digest(key).into();
+    let mut found: Option<&Arc<str>> = None;
+    for (d, id) in &policy.keys {
+        let diff = d
+            .iter()
+            .zip(digest.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if diff == 0 {
+            found = Some(id);
+        }
+    }
+    found
+        .cloned()
+        .ok_or_else(|| unauthorized("the API key is not valid"))
+}
+
+/// The CORS decision for a request that carries `Origin`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginDecision {
+    /// No Origin check applies.
+    NotChecked,
+    /// Allowed: the value to echo in `Access-Control-Allow-Origin`.
+    Allowed(HeaderValue),
+}
+
+/// Checks `Origin` against the allow-list.
+pub fn check_origin(
+    policy: &AccessPolicy,
+    headers: &HeaderMap,
+) -> Result<OriginDecision, Rejection> {
+    let (Some(allowed), Some(origin)) = (&policy.allowed_origins, headers.get(header::ORIGIN))
+    else {
+        return Ok(OriginDecision::NotChecked);
+    };
+    let ok = origin.to_str().is_ok_and(|o| {
+        allowed
+            .iter()
+            .any(|a| a == "*" || a.eq_ignore_ascii_case(o))
+    });
+    if ok {
+        Ok(OriginDecision::Allowed(origin.clone()))
+    } else {
+        Err(Rejection::new(
+            ErrorCode::OriginNotAllowed,
+            "this Origin may not call this API",
+        ))
+    }
+}
+
+/// True for a CORS preflight: OPTIONS with `Origin` and `Access-Control-Request-Method`.
+pub fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
+    method == Method::OPTIONS
+        && headers.contains_key(header::ORIGIN)
+        && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+/// The headers of the proxy's answer to an allowed preflight.
+pub fn preflight_headers(policy: &AccessPolicy, origin: HeaderValue) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    if let Ok(v) = HeaderValue::from_str(&policy.cors_methods) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&policy.cors_headers) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
+    }
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from(policy.cors_max_age),
+    );
+    h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> AccessPolicy {
+        let key = "demo-key-0000000000000001";
+        let hex: String = Sha256::digest(key.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        AccessPolicy {
+            keys: parse_key_file(&format!("# ops keys\n{hex} ops-ci\n")).unwrap(),
+            allowed_origins: Some(vec!["https://suite.example.com".into()]),
+            ..AccessPolicy::default()
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
+            .collect()
+    }
+
+    #[test]
+    fn keys_missing_malformed_wrong_and_right() {
+        let p = policy();
+        let missing = check_api_key(&p, &headers(&[])).unwrap_err();
+        assert_eq!(missing.code, ErrorCode::Unauthorized);
+        let malformed = check_api_key(&p, &headers(&[("x-api-key", "short")])).unwrap_err();
+        let wrong =
+            check_api_key(&p, &headers(&[("x-api-key", "demo-key-0000000000000002")])).unwrap_err();
+        // "No such key" and "wrong key" look the same.
+        assert_eq!(malformed, wrong);
+        let id =
+            check_api_key(&p, &headers(&[("x-api-key", "demo-key-0000000000000001")])).unwrap();
+        assert_eq!(&*id, "ops-ci");
+    }
+
+    #[test]
+    fn key_files_are_checked_line_by_line() {
+        assert_eq!(parse_key_file("abc\n").unwrap_err().0, 1);
+        assert_eq!(
+            parse_key_file(&format!("# c\n\n{} id extra\n", "a".repeat(64)))
+                .unwrap_err()
+                .0,
+            3
+        );
+        let keys = parse_key_file(&format!("{}\n", "0".repeat(64))).unwrap();
+        assert_eq!(&*keys[0].1, "key-1");
+    }
+
+    #[test]
+    fn origins_and_preflights() {
+        let p = policy();
+        assert_eq!(
+            check_origin(&p, &headers(&[])).unwrap(),
+            OriginDecision::NotChecked
+        );
+        let ok = check_origin(&p, &headers(&[("origin", "https://suite.example.com")])).unwrap();
+        assert!(matches!(ok, OriginDecision::Allowed(_)));
+        let e = check_origin(&p, &headers(&[("origin", "https://evil.example.net")])).unwrap_err();
+        assert_eq!(e.code, ErrorCode::OriginNotAllowed);
+        let pre = headers(&[
+            ("origin", "https://suite.example.com"),
+            ("access-control-request-method", "POST"),
+        ]);
+        assert!(is_preflight(&Method::OPTIONS, &pre));
+        assert!(!is_preflight(&Method::POST, &pre));
+        let h = preflight_headers(&p, HeaderValue::from_static("https://suite.example.com"));
+        assert_eq!(h["access-control-max-age"], "600");
+    }
+}

@@ -1,0 +1,116 @@
+//! API keys and the Origin allow-list through the proxy.
+
+use sha2::{Digest, Sha256};
+
+use crate::harness::*;
+
+// A generated test key, not a credential.
+const KEY: &str = "test-key-7c1f0b2e9a4d4c55";
+
+async fn env() -> Env {
+    let digest: String = Sha256::digest(KEY.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    // The key file must exist before the policy loads.
+    let app = sitegate::demo::start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("api-keys"),
+        format!("# test keys\n{digest} ci-runner\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("sitegate.toml"),
+        main_toml(
+            &app.addr.to_string(),
+            "\n[access]\napi_keys_file = \"api-keys\"\nallowed_origins = [\"https://suite.example.com\"]\n",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("routes.toml"),
+        "[[route]]\nname = \"private\"\npath = \"/headers\"\nauth = \"api_key\"\n",
+    )
+    .unwrap();
+    let proxy = start_proxy(&dir.path().join("sitegate.toml"), Default::default()).await;
+    Env { dir, app, proxy }
+}
+
+#[tokio::test]
+async fn api_keys_gate_the_route_and_never_reach_the_app() {
+    let env = env().await;
+    let url = env.url("/headers");
+    let before = env.app.requests();
+    for headers in [
+        vec![],
+        vec![("x-api-key", "short")],
+        vec![("x-api-key", "test-key-0000000000000000")],
+    ] {
+        let r = send("GET", &url, &headers, "").await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (401, "UNAUTHORIZED"),
+            "{headers:?}"
+        );
+        assert!(r.header("www-authenticate").is_some());
+    }
+    assert_eq!(env.app.requests(), before);
+    let r = send("GET", &url, &[("x-api-key", KEY)], "").await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.json().get("x-api-key").is_none(),
+        "the key was forwarded to the app"
+    );
+    // Unprotected paths need no key.
+    assert_eq!(get(&env.url("/health")).await.status, 200);
+}
+
+#[tokio::test]
+async fn origins_are_checked_and_preflights_answered_by_the_proxy() {
+    let env = env().await;
+    let r = send(
+        "GET",
+        &env.url("/health"),
+        &[("origin", "https://evil.example.net")],
+        "",
+    )
+    .await;
+    assert_eq!((r.status, r.code().as_str()), (403, "ORIGIN_NOT_ALLOWED"));
+    let r = send(
+        "GET",
+        &env.url("/health"),
+        &[("origin", "https://suite.example.com")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://suite.example.com")
+    );
+    let before = env.app.requests();
+    let r = send(
+        "OPTIONS",
+        &env.url("/headers"),
+        &[
+            ("origin", "https://suite.example.com"),
+            ("access-control-request-method", "POST"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://suite.example.com")
+    );
+    assert!(
+        r.header("access-control-allow-methods")
+            .unwrap()
+            .contains("POST")
+    );
+    assert_eq!(env.app.requests(), before, "a preflight was forwarded");
+}
