@@ -244,8 +244,9 @@ async fn serve_proxy(
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
         // Bounds each connection's read buffer (and so the request head): with many
-        // clients uploading at once, hyper's default (~400 KiB each) adds up.
-        .max_buf_size(64 * 1024);
+        // clients uploading at once, hyper's default (~400 KiB each) adds up; 32 KiB is
+        // room for any sane request head (nginx allows 4 × 8 KiB).
+        .max_buf_size(32 * 1024);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     let mut conns = JoinSet::new();

@@ -53,6 +53,10 @@ pub(crate) struct Ctx {
     pub(super) caller: Option<Arc<str>>,
     /// The allowed Origin, echoed in `Access-Control-Allow-Origin`.
     pub(super) cors_origin: Option<HeaderValue>,
+    /// Phase timings, for the slow-request line.
+    pub(super) read_body_time: Option<std::time::Duration>,
+    pub(super) validate_time: Option<std::time::Duration>,
+    pub(super) redact_time: Option<std::time::Duration>,
 }
 
 impl Ctx {
@@ -87,6 +91,9 @@ impl Ctx {
             dropped: 0,
             caller: None,
             cors_origin: None,
+            read_body_time: None,
+            validate_time: None,
+            redact_time: None,
         }
     }
 
@@ -99,6 +106,17 @@ impl Ctx {
             .clone()
             .try_acquire_many_owned(n)
             .ok()
+    }
+
+    /// The access line's category: `user_error` when sitegate refused the request,
+    /// `system_error` when it answered for a failed upstream, else `access`.
+    fn category(&self) -> Category {
+        match (self.error_code, self.fallback) {
+            (_, Some(_)) => Category::SystemError,
+            (Some(code), None) if code.status().is_client_error() => Category::UserError,
+            (Some(_), None) => Category::SystemError,
+            (None, None) => Category::Access,
+        }
     }
 
     /// The request id as text (it is always ASCII: checked or generated).
@@ -188,14 +206,17 @@ impl Drop for Ctx {
                 request_id = self.id(),
                 route = %self.route,
                 duration_ms = millis(elapsed),
+                read_body_ms = self.read_body_time.map(millis),
+                validate_ms = self.validate_time.map(millis),
                 upstream_ms = self.upstream_ms.map(millis),
+                redact_ms = self.redact_time.map(millis),
                 slow_after_ms = millis(limit),
                 "slow request"
             );
         }
         tracing::info!(
             target: "sitegate::access",
-            category = Category::Access.as_str(),
+            category = self.category().as_str(),
             request_id = self.id(),
             route = %self.route,
             method = %self.method,

@@ -176,9 +176,14 @@ async fn proxy(
     // read_body, validate
     let needs_body = route.body.is_some() || route.model.as_ref().is_some_and(|m| m.reads_body());
     let body = if needs_body && wants_body(&parts) {
+        let started = tokio::time::Instant::now();
         let (mut bytes, permit) = read::read_body(ctx, route, &parts.headers, incoming).await?;
+        ctx.read_body_time = Some(started.elapsed());
+        let started = tokio::time::Instant::now();
         if let Some(rules) = &route.body {
-            let accepted = validate::check(&bytes, rules)?;
+            let accepted = validate::check(&bytes, rules);
+            ctx.validate_time = Some(started.elapsed());
+            let accepted = accepted?;
             bytes = accepted.body.map_or(bytes, Bytes::from);
             if accepted.dropped > 0 {
                 parts
@@ -233,7 +238,11 @@ async fn proxy(
     }
     // redact
     if route.redact && redact::redactable(&parts.headers) {
-        return redact::redact(ctx, policy, route, parts, incoming).await;
+        let started = tokio::time::Instant::now();
+        let redacted = redact::redact(ctx, policy, route, parts, incoming).await;
+        // Buffered redaction only; a streamed body is redacted while it is sent.
+        ctx.redact_time = Some(started.elapsed());
+        return redacted;
     }
     let body = IdleTimeout::new(incoming, route.timeout).boxed_unsync();
     Ok(Response::from_parts(parts, body))
