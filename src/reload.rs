@@ -179,6 +179,10 @@ fn reload_once(
             *last_failure = None;
             shared.overrides.apply(&mut next);
             let restart_required = current.restart_required(&next);
+            if current.access.rate_limit != next.access.rate_limit {
+                let limiter = crate::state::rate_limiter(next.access.rate_limit);
+                shared.rate_limiter.store(Arc::new(limiter));
+            }
             if current.upstream.retry_budget != next.upstream.retry_budget {
                 let budget = crate::state::retry_budget(&next.upstream.retry_budget);
                 shared.retry_budget.store(Arc::new(budget));

@@ -18,6 +18,24 @@ use tower::retry::budget::TpsBudget;
 use crate::policy::RetryBudgetSettings;
 use crate::upstream::{Circuit, Upstream};
 
+/// A per-client token bucket (keyed by API key id or client IP) and its settings.
+pub struct RateLimiter {
+    /// `(per second, burst)` it was built for.
+    pub settings: (std::num::NonZeroU32, std::num::NonZeroU32),
+    /// The buckets.
+    pub limiter: governor::DefaultKeyedRateLimiter<String>,
+}
+
+/// The limiter for `settings`, if any.
+pub fn rate_limiter(
+    settings: Option<(std::num::NonZeroU32, std::num::NonZeroU32)>,
+) -> Option<RateLimiter> {
+    settings.map(|(per, burst)| RateLimiter {
+        settings: (per, burst),
+        limiter: governor::RateLimiter::keyed(governor::Quota::per_second(per).allow_burst(burst)),
+    })
+}
+
 /// A retry budget for `settings`: deposits from the last 10 seconds count.
 pub fn retry_budget(settings: &RetryBudgetSettings) -> TpsBudget {
     TpsBudget::new(
@@ -126,6 +144,8 @@ pub struct Shared {
     pub buffer_budget: Arc<tokio::sync::Semaphore>,
     /// The budget's size, for the `sitegate_buffered_bytes` gauge.
     pub buffer_budget_total: u64,
+    /// Per-client rate limiter, rebuilt when `[access] rate_limit` changes.
+    pub rate_limiter: ArcSwap<Option<RateLimiter>>,
     /// The resource monitor's last sample.
     pub resources: crate::observe::resources::Readings,
     /// Every metric.

@@ -338,6 +338,21 @@ pub(super) fn access(
     if let Some(a) = raw.cors_max_age {
         out.cors_max_age = a.0.as_secs();
     }
+    if let Some(r) = raw.rate_limit {
+        let span = r.span();
+        let r = r.into_inner();
+        let per = std::num::NonZeroU32::new(r.per_second);
+        let burst = std::num::NonZeroU32::new(r.burst.unwrap_or(r.per_second));
+        match (per, burst) {
+            (Some(p), Some(b)) => out.rate_limit = Some((p, b)),
+            _ => diags.push(Diagnostic::at(
+                &src.path,
+                &src.text,
+                Some(span),
+                "rate_limit.per_second and burst must be at least 1",
+            )),
+        }
+    }
     out
 }
 

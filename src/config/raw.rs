@@ -53,6 +53,15 @@ pub struct RawAccess {
     pub cors_methods: Option<Vec<String>>,
     pub cors_headers: Option<Vec<String>>,
     pub cors_max_age: Option<Dur>,
+    pub rate_limit: Option<Spanned<RawRateLimit>>,
+}
+
+/// `[access] rate_limit = { per_second, burst }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub per_second: u32,
+    pub burst: Option<u32>,
 }
 
 /// `[[model]]`

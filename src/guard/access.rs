@@ -33,6 +33,8 @@ pub struct AccessPolicy {
     pub cors_headers: String,
     /// How long a browser may cache a preflight answer, in seconds.
     pub cors_max_age: u64,
+    /// Requests per second per client (API key id, else IP), and the burst allowed.
+    pub rate_limit: Option<(std::num::NonZeroU32, std::num::NonZeroU32)>,
 }
 
 impl Default for AccessPolicy {
@@ -44,6 +46,7 @@ impl Default for AccessPolicy {
             cors_methods: "GET, POST, PUT, PATCH, DELETE, OPTIONS".into(),
             cors_headers: "content-type, authorization, x-api-key, x-request-id".into(),
             cors_max_age: 600,
+            rate_limit: None,
         }
     }
 }

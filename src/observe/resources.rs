@@ -69,6 +69,10 @@ pub async fn monitor(shared: Arc<Shared>) {
             m.process_rss_bytes.set(p.memory() as i64);
             m.process_cpu_percent.set(p.cpu_usage() as f64);
         }
+        // Forget clients that have been quiet long enough to have a full bucket.
+        if let Some(rl) = shared.rate_limiter.load().as_ref() {
+            rl.limiter.retain_recent();
+        }
         let every = shared.policy.load().shed.sample_every;
         tokio::time::sleep(every.max(Duration::from_millis(100))).await;
     }

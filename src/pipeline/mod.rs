@@ -147,6 +147,22 @@ async fn proxy(
         // The app has no use for sitegate's credentials.
         parts.headers.remove(&policy.access.api_key_header);
     }
+    if let Some(rl) = ctx.shared.rate_limiter.load().as_ref() {
+        let key = match &ctx.caller {
+            Some(id) => format!("key:{id}"),
+            None => format!("ip:{}", peer.addr.ip()),
+        };
+        if let Err(not_until) = rl.limiter.check_key(&key) {
+            use governor::clock::Clock;
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            return Err(Rejection::new(
+                ErrorCode::RateLimited,
+                "too many requests from this client; retry shortly",
+            )
+            .with_retry_after(wait.as_secs().max(1))
+            .into());
+        }
+    }
     // shed
     let sample = ctx.shared.resources.sample();
     if let Err((reason, rejection)) = shed::check(route.shed, sample, &policy.shed) {

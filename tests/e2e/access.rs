@@ -114,3 +114,22 @@ async fn origins_are_checked_and_preflights_answered_by_the_proxy() {
     );
     assert_eq!(env.app.requests(), before, "a preflight was forwarded");
 }
+
+#[tokio::test]
+async fn clients_past_their_rate_get_429_with_retry_after() {
+    let env = Env::start_with(
+        "",
+        "\n[access]\nrate_limit = { per_second = 1, burst = 3 }\n",
+    )
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(get(&env.url("/health")).await);
+    }
+    // A burst of 3 (a 4th token may refill if the machine is slow), then 429.
+    let ok = statuses.iter().filter(|r| r.status == 200).count();
+    assert!((3..=4).contains(&ok), "{ok} allowed");
+    let limited = statuses.iter().find(|r| r.status == 429).unwrap();
+    assert_eq!(limited.code(), "RATE_LIMITED");
+    assert!(limited.header("retry-after").is_some());
+}
