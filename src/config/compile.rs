@@ -87,7 +87,7 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
     let mut parsed: Vec<(&Source, RawFile)> = Vec::new();
     let data: HashMap<&Path, &Source> = sources
         .iter()
-        .filter(|s| s.kind == SourceKind::Data)
+        .filter(|s| s.kind != SourceKind::Policy)
         .map(|s| (s.path.as_path(), s))
         .collect();
     for src in sources.iter().filter(|s| s.kind == SourceKind::Policy) {
@@ -189,7 +189,11 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
     }
     Ok(Policy {
         version: version_of(sources),
-        files: sources.iter().map(|s| s.path.clone()).collect(),
+        files: sources
+            .iter()
+            .filter(|s| s.kind != SourceKind::Env)
+            .map(|s| s.path.clone())
+            .collect(),
         server,
         upstream,
         limits,

@@ -338,6 +338,9 @@ pub(super) fn access(
     if let Some(a) = raw.cors_max_age {
         out.cors_max_age = a.0.as_secs();
     }
+    if let Some(j) = raw.jwt {
+        out.jwt = jwt(j, src, data, diags);
+    }
     if let Some(r) = raw.rate_limit {
         let span = r.span();
         let r = r.into_inner();
@@ -365,16 +368,126 @@ pub(super) fn auth(raw: Option<Spanned<String>>, sink: &mut Sink) -> crate::guar
         "api_key" => Auth::ApiKey,
         // Refused rather than accepted and ignored: a route that asks for JWT must
         // not quietly let everyone in.
-        "jwt" | "any" => {
-            sink.at(
-                &a,
-                "JWT authentication is not available in this version; use api_key",
-            );
-            Auth::ApiKey
-        }
+        "jwt" => Auth::Jwt,
+        "any" => Auth::Any,
         _ => {
-            sink.at(&a, "auth must be none or api_key");
+            // Refused, not defaulted: a typo must not open a route.
+            sink.at(&a, "auth must be none, api_key, jwt or any");
             Auth::ApiKey
         }
     }
+}
+
+fn jwt(
+    raw: Spanned<crate::config::raw::RawJwt>,
+    src: &Source,
+    data: &HashMap<&std::path::Path, &Source>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<crate::guard::access::JwtPolicy> {
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let mut err = |span: std::ops::Range<usize>, msg: String| {
+        diags.push(Diagnostic::at(&src.path, &src.text, Some(span), msg));
+    };
+    let mut algorithms = Vec::new();
+    for a in &raw.algorithms {
+        match a.get_ref().as_str() {
+            "HS256" => algorithms.push(Algorithm::HS256),
+            "HS384" => algorithms.push(Algorithm::HS384),
+            "HS512" => algorithms.push(Algorithm::HS512),
+            "RS256" => algorithms.push(Algorithm::RS256),
+            "ES256" => algorithms.push(Algorithm::ES256),
+            _ => err(
+                a.span(),
+                "unsupported algorithm; use HS256, HS384, HS512, RS256 or ES256 (never none)"
+                    .into(),
+            ),
+        }
+    }
+    if algorithms.is_empty() {
+        err(
+            span,
+            "jwt.algorithms must name at least one algorithm".into(),
+        );
+        return None;
+    }
+    let hmac = algorithms
+        .iter()
+        .all(|a| matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512));
+    let public =
+        algorithms.len() == 1 && matches!(algorithms[0], Algorithm::RS256 | Algorithm::ES256);
+    // One key kind for all algorithms: mixing them is how algorithm confusion starts.
+    let key = match (&raw.secret_env, &raw.secret_file, &raw.public_key_file) {
+        (Some(var), None, None) if hmac => {
+            let path = std::path::PathBuf::from(format!("env:{}", var.get_ref()));
+            match data.get(path.as_path()) {
+                Some(s) if s.text.len() >= 32 => DecodingKey::from_secret(s.text.as_bytes()),
+                Some(_) => {
+                    err(
+                        var.span(),
+                        "the JWT secret must be at least 32 bytes".into(),
+                    );
+                    return None;
+                }
+                None => {
+                    err(
+                        var.span(),
+                        format!("the environment variable {} is not set", var.get_ref()),
+                    );
+                    return None;
+                }
+            }
+        }
+        (None, Some(file), None) if hmac => {
+            let path = super::compile_route::resolve(&src.path, file.get_ref());
+            let text = data.get(path.as_path())?.text.trim_end().to_string();
+            if text.len() < 32 {
+                err(
+                    file.span(),
+                    "the JWT secret must be at least 32 bytes".into(),
+                );
+                return None;
+            }
+            DecodingKey::from_secret(text.as_bytes())
+        }
+        (None, None, Some(file)) if public => {
+            let path = super::compile_route::resolve(&src.path, file.get_ref());
+            let pem = data.get(path.as_path())?.text.as_bytes().to_vec();
+            let key = if algorithms[0] == Algorithm::RS256 {
+                DecodingKey::from_rsa_pem(&pem)
+            } else {
+                DecodingKey::from_ec_pem(&pem)
+            };
+            match key {
+                Ok(k) => k,
+                Err(_) => {
+                    err(
+                        file.span(),
+                        "the public key file is not a PEM key for that algorithm".into(),
+                    );
+                    return None;
+                }
+            }
+        }
+        _ => {
+            err(
+                span,
+                "jwt needs secret_env or secret_file with HS algorithms, or public_key_file with one of RS256, ES256".into(),
+            );
+            return None;
+        }
+    };
+    let mut validation = Validation::new(algorithms[0]);
+    validation.algorithms = algorithms;
+    validation.leeway = raw.leeway.map_or(30, |d| d.0.as_secs());
+    validation.validate_nbf = true;
+    if let Some(iss) = &raw.issuer {
+        validation.set_issuer(&[iss]);
+    }
+    match &raw.audience {
+        Some(aud) => validation.set_audience(&[aud]),
+        None => validation.validate_aud = false,
+    }
+    Some(crate::guard::access::JwtPolicy { key, validation })
 }

@@ -42,6 +42,9 @@ pub enum SourceKind {
     Policy,
     /// A file a policy file names (a fallback body, ...).
     Data,
+    /// An environment variable a policy file names (`secret_env`); its "path" is
+    /// `env:NAME`. Never listed or shown.
+    Env,
 }
 
 impl Source {
@@ -110,6 +113,14 @@ struct Refs {
 #[derive(Deserialize)]
 struct AccessRefs {
     api_keys_file: Option<Spanned<String>>,
+    jwt: Option<JwtRefs>,
+}
+
+#[derive(Deserialize)]
+struct JwtRefs {
+    secret_file: Option<Spanned<String>>,
+    public_key_file: Option<Spanned<String>>,
+    secret_env: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -126,17 +137,30 @@ struct FallbackRefs {
 /// they are hashed, watched and reloaded with the policy.
 fn read_data_files(sources: &mut Vec<Source>, diags: &mut Vec<Diagnostic>) {
     let mut found = Vec::new();
+    let mut found_env: Vec<(PathBuf, String)> = Vec::new();
     for src in sources.iter() {
         let Ok(refs) = toml::from_str::<Refs>(&src.text) else {
             continue;
         };
-        let keys = refs.access.and_then(|a| a.api_keys_file);
-        for file in refs
-            .route
-            .into_iter()
-            .filter_map(|r| r.fallback?.file)
-            .chain(keys)
-        {
+        let (keys, jwt) = match refs.access {
+            Some(a) => (a.api_keys_file, a.jwt),
+            None => (None, None),
+        };
+        let (jwt_files, env) = match jwt {
+            Some(j) => ([j.secret_file, j.public_key_file], j.secret_env),
+            None => ([None, None], None),
+        };
+        if let Some(var) = env {
+            // The environment is read here, at the edge, like a file.
+            let path = PathBuf::from(format!("env:{var}"));
+            if let Ok(value) = std::env::var(&var)
+                && !found_env.iter().any(|(p, _)| *p == path)
+            {
+                found_env.push((path, value));
+            }
+        }
+        let files = refs.route.into_iter().filter_map(|r| r.fallback?.file);
+        for file in files.chain(keys).chain(jwt_files.into_iter().flatten()) {
             let path = compile_route::resolve(&src.path, file.get_ref());
             if found.iter().all(|(p, _)| *p != path) {
                 found.push((
@@ -145,6 +169,13 @@ fn read_data_files(sources: &mut Vec<Source>, diags: &mut Vec<Diagnostic>) {
                 ));
             }
         }
+    }
+    for (path, text) in found_env {
+        sources.push(Source {
+            path,
+            text,
+            kind: SourceKind::Env,
+        });
     }
     for (path, at) in found {
         match read_policy_file(&path) {

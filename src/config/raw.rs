@@ -54,6 +54,20 @@ pub struct RawAccess {
     pub cors_headers: Option<Vec<String>>,
     pub cors_max_age: Option<Dur>,
     pub rate_limit: Option<Spanned<RawRateLimit>>,
+    pub jwt: Option<Spanned<RawJwt>>,
+}
+
+/// `[access] jwt = { ... }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    pub secret_env: Option<Spanned<String>>,
+    pub secret_file: Option<Spanned<String>>,
+    pub public_key_file: Option<Spanned<String>>,
+    pub algorithms: Vec<Spanned<String>>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub leeway: Option<Dur>,
 }
 
 /// `[access] rate_limit = { per_second, burst }`

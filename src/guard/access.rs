@@ -16,6 +16,55 @@ pub enum Auth {
     None,
     /// A key from `api_keys_file` in `api_key_header`.
     ApiKey,
+    /// A valid JWT in `Authorization: Bearer`.
+    Jwt,
+    /// Either.
+    Any,
+}
+
+/// How JWTs are checked. The key never appears in `Debug` output.
+#[derive(Clone)]
+pub struct JwtPolicy {
+    /// The key (HMAC secret or public key).
+    pub key: jsonwebtoken::DecodingKey,
+    /// Algorithms, issuer, audience, leeway; `exp` required.
+    pub validation: jsonwebtoken::Validation,
+}
+
+impl std::fmt::Debug for JwtPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtPolicy")
+            .field("key", &"[REDACTED]")
+            .field("algorithms", &self.validation.algorithms)
+            .finish()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Claims {
+    sub: Option<String>,
+}
+
+/// Checks `Authorization: Bearer <jwt>`; returns `jwt:<subject>`. Every failure
+/// (missing, malformed, expired, wrong signature, algorithm or audience) answers the
+/// same way.
+pub fn check_jwt(jwt: Option<&JwtPolicy>, headers: &HeaderMap) -> Result<Arc<str>, Rejection> {
+    let denied = || unauthorized("a valid bearer token is required");
+    let jwt = jwt.ok_or_else(denied)?;
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .ok_or_else(denied)?;
+    let data = jsonwebtoken::decode::<Claims>(token.trim(), &jwt.key, &jwt.validation)
+        .map_err(|_| denied())?;
+    Ok(Arc::from(format!(
+        "jwt:{}",
+        data.claims.sub.unwrap_or_default()
+    )))
 }
 
 /// `[access]`, compiled.
@@ -35,6 +84,8 @@ pub struct AccessPolicy {
     pub cors_max_age: u64,
     /// Requests per second per client (API key id, else IP), and the burst allowed.
     pub rate_limit: Option<(std::num::NonZeroU32, std::num::NonZeroU32)>,
+    /// JWT checking, when configured.
+    pub jwt: Option<JwtPolicy>,
 }
 
 impl Default for AccessPolicy {
@@ -47,6 +98,7 @@ impl Default for AccessPolicy {
             cors_headers: "content-type, authorization, x-api-key, x-request-id".into(),
             cors_max_age: 600,
             rate_limit: None,
+            jwt: None,
         }
     }
 }

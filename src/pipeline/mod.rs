@@ -142,10 +142,20 @@ async fn proxy(
     {
         ctx.cors_origin = Some(origin);
     }
-    if route.auth == access::Auth::ApiKey {
-        ctx.caller = Some(access::check_api_key(&policy.access, &parts.headers)?);
-        // The app has no use for sitegate's credentials.
-        parts.headers.remove(&policy.access.api_key_header);
+    let acc = &policy.access;
+    let caller = match route.auth {
+        access::Auth::None => None,
+        access::Auth::ApiKey => Some(access::check_api_key(acc, &parts.headers)?),
+        access::Auth::Jwt => Some(access::check_jwt(acc.jwt.as_ref(), &parts.headers)?),
+        access::Auth::Any => Some(
+            access::check_api_key(acc, &parts.headers)
+                .or_else(|_| access::check_jwt(acc.jwt.as_ref(), &parts.headers))?,
+        ),
+    };
+    if caller.is_some() {
+        ctx.caller = caller;
+        // The app has no use for sitegate's API keys.
+        parts.headers.remove(&acc.api_key_header);
     }
     if let Some(rl) = ctx.shared.rate_limiter.load().as_ref() {
         let key = match &ctx.caller {

@@ -133,3 +133,99 @@ async fn clients_past_their_rate_get_429_with_retry_after() {
     assert_eq!(limited.code(), "RATE_LIMITED");
     assert!(limited.header("retry-after").is_some());
 }
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn token(secret: &[u8], alg: jsonwebtoken::Algorithm, claims: serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(alg),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn jwt_outcomes() {
+    // A secret generated for this test run.
+    let secret: String = (0..48).map(|_| fastrand::alphanumeric()).collect();
+    let app = sitegate::demo::start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jwt.secret"), &secret).unwrap();
+    std::fs::write(
+        dir.path().join("sitegate.toml"),
+        main_toml(
+            &app.addr.to_string(),
+            "\n[access]\njwt = { secret_file = \"jwt.secret\", algorithms = [\"HS256\"], issuer = \"suite\", audience = \"sitegate\", leeway = \"5s\" }\n",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("routes.toml"),
+        "[[route]]\nname = \"p\"\npath = \"/headers\"\nauth = \"jwt\"\n",
+    )
+    .unwrap();
+    let proxy = start_proxy(&dir.path().join("sitegate.toml"), Default::default()).await;
+    let url = format!("http://{}/headers", proxy.addr);
+    let s = secret.as_bytes();
+    let good = serde_json::json!({"sub": "planner-7", "iss": "suite", "aud": "sitegate", "exp": now() + 300});
+    let bearer = |t: &str| format!("Bearer {t}");
+    let valid = token(s, jsonwebtoken::Algorithm::HS256, good.clone());
+    let r = send("GET", &url, &[("authorization", &bearer(&valid))], "").await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
+
+    let mut expired = good.clone();
+    expired["exp"] = (now() - 600).into();
+    let mut early = good.clone();
+    early["nbf"] = (now() + 600).into();
+    let mut wrong_aud = good.clone();
+    wrong_aud["aud"] = "someone-else".into();
+    let mut tampered = valid.clone();
+    tampered.insert(tampered.rfind('.').unwrap() + 2, 'x');
+    let unsigned = format!(
+        "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.",
+        valid.split('.').nth(1).unwrap()
+    );
+    let cases = [
+        ("missing", String::new()),
+        ("malformed", bearer("not-a-token")),
+        (
+            "expired",
+            bearer(&token(s, jsonwebtoken::Algorithm::HS256, expired)),
+        ),
+        (
+            "not yet valid",
+            bearer(&token(s, jsonwebtoken::Algorithm::HS256, early)),
+        ),
+        (
+            "wrong audience",
+            bearer(&token(s, jsonwebtoken::Algorithm::HS256, wrong_aud)),
+        ),
+        (
+            "wrong algorithm",
+            bearer(&token(s, jsonwebtoken::Algorithm::HS384, good.clone())),
+        ),
+        ("tampered", bearer(&tampered)),
+        ("alg none", bearer(&unsigned)),
+    ];
+    for (what, auth) in cases {
+        let headers: Vec<(&str, &str)> = if auth.is_empty() {
+            vec![]
+        } else {
+            vec![("authorization", &auth)]
+        };
+        let r = send("GET", &url, &headers, "").await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (401, "UNAUTHORIZED"),
+            "{what}"
+        );
+    }
+}
