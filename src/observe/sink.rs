@@ -128,8 +128,9 @@ fn open(f: &FileSettings) -> Result<FileRotate<AppendCount>, FileError> {
 }
 
 fn write_loop(rx: Receiver<Msg>, mut file: Option<FileRotate<AppendCount>>) {
-    let stdout = std::io::stdout();
-    let mut out = std::io::LineWriter::new(stdout.lock());
+    // Stdout is locked per line, never for the thread's life: other code (the demo's
+    // banner, a panic message) must still be able to print.
+    let mut out = std::io::stdout();
     while let Ok(msg) = rx.recv() {
         match msg {
             Msg::Line(line) => {
@@ -201,4 +202,27 @@ pub fn rotated_files(path: &Path) -> Vec<PathBuf> {
         out.push(p);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_writer_thread_leaves_stdout_usable_for_others() {
+        let sink = Sink::start(None).unwrap();
+        sink.send(b"{\"line\":1}\n".to_vec(), true);
+        sink.flush(Duration::from_secs(2));
+        // Another thread printing must not wait for the log thread (the demo prints
+        // its banner this way).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            println!("printed beside the log writer");
+            let _ = tx.send(());
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_secs(5)).is_ok(),
+            "stdout is held by the log thread"
+        );
+    }
 }
