@@ -217,7 +217,8 @@ mod tests {
         // its banner this way).
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            println!("printed beside the log writer");
+            // The real stdout, not the test harness's capture.
+            let _ = std::io::stdout().write_all(b"printed beside the log writer\n");
             let _ = tx.send(());
         });
         assert!(
