@@ -119,6 +119,25 @@ impl Ctx {
         }
     }
 
+    /// Waits up to `within` for `bytes` of the buffer budget. Meanwhile the request
+    /// body stays unread in the socket, so the client is slowed down, not cut off.
+    pub(super) async fn wait_budget(
+        &self,
+        bytes: u64,
+        within: std::time::Duration,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if let Some(p) = self.take_budget(bytes) {
+            return Some(p);
+        }
+        let n = u32::try_from(bytes.max(1)).ok()?;
+        // More than the whole budget can never be granted: do not wait for it.
+        if u64::from(n) > self.shared.buffer_budget_total {
+            return None;
+        }
+        let wait = self.shared.buffer_budget.clone().acquire_many_owned(n);
+        tokio::time::timeout(within, wait).await.ok()?.ok()
+    }
+
     /// The request id as text (it is always ASCII: checked or generated).
     pub(super) fn id(&self) -> &str {
         self.request_id.to_str().unwrap_or("")

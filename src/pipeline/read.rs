@@ -18,6 +18,9 @@ use crate::body::{BodyStats, IdleTimeout, Limited};
 use crate::error::{ErrorCode, Failure, Rejection};
 use crate::policy::Route;
 
+/// The longest a request waits for room in the memory budget before it is refused.
+const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The memory a body being parsed may take, as a multiple of its size.
 const PARSE_FACTOR: u64 = 5;
 
@@ -56,7 +59,11 @@ pub(super) async fn read_body(
     // text plus the parsed tree it becomes (the tree measured at up to four times the
     // JSON text for small records; see benches/budget.sh).
     let want = declared.unwrap_or(route.max_body).min(route.max_body);
-    let Some(permit) = ctx.take_budget(want.saturating_mul(PARSE_FACTOR)) else {
+    let wait = route.timeout.min(BUDGET_WAIT);
+    let Some(permit) = ctx
+        .wait_budget(want.saturating_mul(PARSE_FACTOR), wait)
+        .await
+    else {
         crate::body::discard(incoming);
         return Err(Rejection::new(
             ErrorCode::ResourceExhausted,
