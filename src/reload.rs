@@ -197,6 +197,9 @@ fn reload_once(
             {
                 set(&next.logging.level);
             }
+            for w in &next.warnings {
+                tracing::warn!(category = Category::Config.as_str(), warning = %w, "policy warning");
+            }
             for (model, version, was, now) in current.models.lock_changes(&next.models) {
                 tracing::warn!(
                     category = Category::Audit.as_str(),

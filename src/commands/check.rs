@@ -9,6 +9,9 @@ use crate::config;
 pub fn check(main: &Path) -> ExitCode {
     match config::load(main) {
         Ok(policy) => {
+            for w in &policy.warnings {
+                eprintln!("warning: {w}");
+            }
             println!(
                 "{}: policy is valid ({} file{}, {} route{}, version {})",
                 main.display(),

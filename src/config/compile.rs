@@ -173,7 +173,13 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
 
     let shed = compile_resources(resources, &mut diags);
     let access = compile_schema::access(access, &data, &mut diags);
-    let models = compile_schema::models(models, &mut diags);
+    let mut models = compile_schema::models(models, &mut diags);
+    let mut warnings = Vec::new();
+    if let Some((p, src)) = &model_policy
+        && let Some(file) = &p.registry_file
+    {
+        compile_schema::merge_registry(&mut models, file, src, &data, &mut diags, &mut warnings);
+    }
     let model_policy = model_policy.map_or_else(Default::default, |(p, _)| {
         let d = crate::policy::models::ModelPolicy::default();
         crate::policy::models::ModelPolicy {
@@ -204,6 +210,7 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
         models,
         model_policy,
         access,
+        warnings,
     })
 }
 

@@ -491,3 +491,83 @@ fn jwt(
     }
     Some(crate::guard::access::JwtPolicy { key, validation })
 }
+
+/// Merges the app's JSON model registry under the `[[model]]` entries: a list (or a
+/// map of lists or objects) of `{name, version, locked, inference, retrain}`. The TOML
+/// wins where both list a version; a disagreement is a warning, not an error.
+pub(super) fn merge_registry(
+    models: &mut crate::policy::models::ModelTable,
+    file: &Spanned<String>,
+    src: &Source,
+    data: &HashMap<&std::path::Path, &Source>,
+    diags: &mut Vec<Diagnostic>,
+    warnings: &mut Vec<String>,
+) {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        name: String,
+        version: String,
+        #[serde(default)]
+        locked: bool,
+        inference: Option<bool>,
+        retrain: Option<bool>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Item {
+        One(Entry),
+        Many(Vec<Entry>),
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Registry {
+        List(Vec<Entry>),
+        Map(BTreeMap<String, Item>),
+    }
+    let path = super::compile_route::resolve(&src.path, file.get_ref());
+    // read_sources reported a file it could not read.
+    let Some(text) = data.get(path.as_path()) else {
+        return;
+    };
+    let entries = match serde_json::from_str::<Registry>(&text.text) {
+        Ok(Registry::List(v)) => v,
+        Ok(Registry::Map(m)) => m
+            .into_values()
+            .flat_map(|i| match i {
+                Item::One(e) => vec![e],
+                Item::Many(v) => v,
+            })
+            .collect(),
+        Err(e) => {
+            diags.push(Diagnostic {
+                file: path.clone(),
+                line: e.line(),
+                col: e.column(),
+                message: "not a model registry: a JSON list (or map) of {name, version, locked}"
+                    .into(),
+            });
+            return;
+        }
+    };
+    for e in entries {
+        let v = crate::policy::models::ModelVersion {
+            name: e.name,
+            version: e.version,
+            locked: e.locked,
+            inference: e.inference.unwrap_or(true),
+            retrain: e.retrain.unwrap_or(true),
+        };
+        if let Some(toml) = models.add_under(v.clone()) {
+            warnings.push(format!(
+                "{}: {}@{}: the registry says locked = {}, inference = {}; the [[model]] entry (locked = {}, inference = {}) wins",
+                path.display(),
+                v.name,
+                v.version,
+                v.locked,
+                v.inference,
+                toml.locked,
+                toml.inference,
+            ));
+        }
+    }
+}

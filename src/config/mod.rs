@@ -108,6 +108,12 @@ struct Refs {
     #[serde(default)]
     route: Vec<RouteRefs>,
     access: Option<AccessRefs>,
+    model_policy: Option<ModelPolicyRefs>,
+}
+
+#[derive(Deserialize)]
+struct ModelPolicyRefs {
+    registry_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -159,8 +165,10 @@ fn read_data_files(sources: &mut Vec<Source>, diags: &mut Vec<Diagnostic>) {
                 found_env.push((path, value));
             }
         }
+        let registry = refs.model_policy.and_then(|m| m.registry_file);
         let files = refs.route.into_iter().filter_map(|r| r.fallback?.file);
-        for file in files.chain(keys).chain(jwt_files.into_iter().flatten()) {
+        let files = files.chain(keys).chain(registry);
+        for file in files.chain(jwt_files.into_iter().flatten()) {
             let path = compile_route::resolve(&src.path, file.get_ref());
             if found.iter().all(|(p, _)| *p != path) {
                 found.push((

@@ -96,6 +96,7 @@ pub struct RawModelPolicy {
     pub require_locked_for_inference: Option<bool>,
     pub retrain_requires_force: Option<bool>,
     pub api_unlock: Option<bool>,
+    pub registry_file: Option<Spanned<String>>,
 }
 
 /// A route's `model = { action, name, version, force, confirm }`.

@@ -322,3 +322,38 @@ fn resources_default_to_shedding_by_memory_only() {
         "{e:?}"
     );
 }
+
+#[test]
+fn the_app_registry_merges_under_the_toml_models() {
+    let policy = "[[model]]\nname = \"delay\"\nversion = \"2.1.0\"\nlocked = true\n\n[model_policy]\nregistry_file = \"registry.json\"\n";
+    let registry = r#"{"delay": [{"name":"delay","version":"2.1.0","locked":false},
+                                 {"name":"delay","version":"2.2.0","locked":true}],
+                       "budget": {"name":"budget","version":"1.0.0","locked":true,"inference":false}}"#;
+    let p = with_data(policy, &[("dir/registry.json", registry)]).unwrap();
+    let versions: Vec<(String, String, bool)> = p
+        .models
+        .versions()
+        .iter()
+        .map(|v| (v.name.clone(), v.version.clone(), v.locked))
+        .collect();
+    assert!(
+        versions.contains(&("delay".into(), "2.1.0".into(), true)),
+        "the TOML entry wins: {versions:?}"
+    );
+    assert!(versions.contains(&("delay".into(), "2.2.0".into(), true)));
+    assert!(versions.contains(&("budget".into(), "1.0.0".into(), true)));
+    assert_eq!(p.warnings.len(), 1);
+    assert!(
+        p.warnings[0].contains("delay@2.1.0: the registry says locked = false"),
+        "{:?}",
+        p.warnings
+    );
+
+    let e = with_data(policy, &[("dir/registry.json", "{\"delay\": 5}")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("dir/registry.json: not a model registry"),
+        "{e}"
+    );
+}

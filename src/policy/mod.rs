@@ -42,6 +42,9 @@ pub struct Policy {
     pub model_policy: models::ModelPolicy,
     /// `[access]`
     pub access: crate::guard::access::AccessPolicy,
+    /// Problems that do not stop the policy from loading (registry conflicts), as
+    /// `file: message` lines for `check` and the reload log.
+    pub warnings: Vec<String>,
 }
 
 /// `[redaction]`, compiled.

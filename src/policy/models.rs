@@ -116,6 +116,23 @@ impl ModelTable {
         ModelTable { versions }
     }
 
+    /// Adds `v` unless that name and version is listed; returns the entry already
+    /// there when it says something else about the version.
+    pub fn add_under(&mut self, v: ModelVersion) -> Option<&ModelVersion> {
+        match self
+            .versions
+            .iter()
+            .position(|x| x.name == v.name && x.version == v.version)
+        {
+            Some(i) if self.versions[i] != v => Some(&self.versions[i]),
+            Some(_) => None,
+            None => {
+                self.versions.push(v);
+                None
+            }
+        }
+    }
+
     /// Every version, in policy order.
     pub fn versions(&self) -> &[ModelVersion] {
         &self.versions
