@@ -404,3 +404,81 @@ async fn no_secret_of_any_kind_leaves_flask_through_sitegate() {
     .await;
     assert!(!r.body_text().contains("hunter2x"), "{}", r.body_text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_and_unlock_are_decided_before_flask() {
+    let flask = tokio::task::spawn_blocking(Flask::start).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("sitegate.toml");
+    std::fs::write(
+        &main,
+        main_toml(
+            &format!("127.0.0.1:{}", flask.port),
+            r#"
+[[model]]
+name = "delay-predictor"
+version = "2.1.0"
+locked = true
+
+[model_policy]
+api_unlock = true
+"#,
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("routes.toml"),
+        r#"
+[[route]]
+name = "register"
+path = "/models/{name}/{version}"
+methods = ["PUT"]
+model = { action = "register", name = "path:name", version = "path:version" }
+
+[[route]]
+name = "unlock"
+path = "/models/{name}/{version}/unlock"
+methods = ["POST"]
+model = { action = "unlock", name = "path:name", version = "path:version", confirm = "header:X-Confirm-Unlock" }
+"#,
+    )
+    .unwrap();
+    let proxy = start_proxy(&main, Default::default()).await;
+    let url = |p: &str| format!("http://{}{p}", proxy.addr);
+    // Overwriting a locked version is refused; a new version goes on to Flask (which
+    // has no such endpoint: its 404 shows the request got through).
+    let r = send("PUT", &url("/models/delay-predictor/2.1.0"), &[], "{}").await;
+    assert_eq!((r.status, r.code().as_str()), (423, "MODEL_LOCKED"));
+    let r = send("PUT", &url("/models/delay-predictor/2.2.0"), &[], "{}").await;
+    assert_eq!(r.status, 404, "{}", r.body_text());
+    // Unlocking needs the exact confirmation.
+    let r = send(
+        "POST",
+        &url("/models/delay-predictor/2.1.0/unlock"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!((r.status, r.code().as_str()), (403, "FORBIDDEN"));
+    let r = send(
+        "POST",
+        &url("/models/delay-predictor/2.1.0/unlock"),
+        &[("x-confirm-unlock", "delay-predictor@2.1")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let r = send(
+        "POST",
+        &url("/models/delay-predictor/2.1.0/unlock"),
+        &[("x-confirm-unlock", "delay-predictor@2.1.0")],
+        "",
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        404,
+        "the confirmed unlock reaches the app: {}",
+        r.body_text()
+    );
+}
