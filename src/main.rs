@@ -33,6 +33,17 @@ enum Command {
     Check(ConfigArg),
     /// The proxy on 127.0.0.1:8080 in front of an embedded stand-in app.
     Demo(ConfigArg),
+    /// Production-readiness report: READY_FOR_PRODUCTION (0), NEEDS_REVIEW (1), critical (2).
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON instead of the readable report.
+        #[arg(long)]
+        json: bool,
+        /// Set each [audit] path to its expected mode.
+        #[arg(long)]
+        fix_permissions: bool,
+    },
     /// Run a request body (FILE or stdin) through a route's guards offline.
     Try {
         #[command(flatten)]
@@ -57,6 +68,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Command::Check(args) => return sitegate::commands::check::check(&args.config),
+        Command::Verify {
+            config,
+            json,
+            fix_permissions,
+        } => return sitegate::commands::verify::verify(&config.config, *json, *fix_permissions),
         Command::Try {
             config,
             route,
@@ -99,7 +115,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => sitegate::commands::run::run(&args.config).await,
             Command::Demo(args) => sitegate::commands::demo::demo(&args.config).await,
-            Command::Check(_) | Command::Redact { .. } | Command::Try { .. } => {
+            Command::Check(_)
+            | Command::Redact { .. }
+            | Command::Try { .. }
+            | Command::Verify { .. } => {
                 unreachable!("handled above")
             }
         }

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod redact;
 pub mod run;
 pub mod try_route;
+pub mod verify;
 
 use std::path::Path;
 

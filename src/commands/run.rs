@@ -16,6 +16,13 @@ pub async fn run(main: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    // The critical readiness checks: the same ones `verify` reports.
+    let report = crate::audit::verify(main, &|v| std::env::var(v).ok(), false, true);
+    if report.critical_failure() {
+        eprint!("{}", crate::audit::render_text(&report));
+        eprintln!("sitegate: refusing to start: a critical check failed");
+        return Ok(ExitCode::FAILURE);
+    }
     let logs = observe::init(&policy.logging)?;
     let stop = super::termination();
     let running = server::start(

@@ -115,6 +115,7 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
     let mut models = Vec::new();
     let mut model_policy: Option<(crate::config::raw::RawModelPolicy, &Source)> = None;
     let mut access: Option<(crate::config::raw::RawAccess, &Source)> = None;
+    let mut audit: Option<(crate::config::raw::RawAudit, &Source)> = None;
     let mut routes: Vec<(Spanned<RawRoute>, &Source)> = Vec::new();
 
     for (src, raw) in parsed {
@@ -144,6 +145,7 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
             &mut sink,
         );
         claim(&mut access, raw.access, "access", src, &mut sink);
+        claim(&mut audit, raw.audit, "audit", src, &mut sink);
         for (name, schema) in raw.schema.into_iter().flatten() {
             if schemas.iter().any(|(n, _, _)| *n == name) {
                 sink.at(&schema, format!("[schema.{name}] is defined twice"));
@@ -172,7 +174,16 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
     let table = compile_routes(routes, unmatched, &ctx, &mut diags);
 
     let shed = compile_resources(resources, &mut diags);
+    let secret_files: Vec<std::path::PathBuf> = access
+        .as_ref()
+        .and_then(|(a, src)| {
+            let f = a.jwt.as_ref()?.get_ref().secret_file.as_ref()?;
+            Some(compile_route::resolve(&src.path, f.get_ref()))
+        })
+        .into_iter()
+        .collect();
     let access = compile_schema::access(access, &data, &mut diags);
+    let audit = compile_schema::audit(audit, &mut diags);
     let mut models = compile_schema::models(models, &mut diags);
     let mut warnings = Vec::new();
     if let Some((p, src)) = &model_policy
@@ -210,6 +221,8 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
         models,
         model_policy,
         access,
+        audit,
+        secret_files,
         warnings,
     })
 }

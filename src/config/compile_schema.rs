@@ -571,3 +571,32 @@ pub(super) fn merge_registry(
         }
     }
 }
+
+/// `[audit]`
+pub(super) fn audit(
+    raw: Option<(crate::config::raw::RawAudit, &Source)>,
+    diags: &mut Vec<Diagnostic>,
+) -> crate::policy::AuditSettings {
+    let Some((raw, src)) = raw else {
+        return Default::default();
+    };
+    let mut paths = Vec::new();
+    for (p, mode) in raw.paths {
+        match u32::from_str_radix(mode.get_ref().trim_start_matches("0o"), 8) {
+            Ok(m) if m <= 0o7777 => paths.push((super::compile_route::resolve(&src.path, &p), m)),
+            _ => diags.push(Diagnostic::at(
+                &src.path,
+                &src.text,
+                Some(mode.span()),
+                "a mode is octal, like \"0755\"",
+            )),
+        }
+    }
+    crate::policy::AuditSettings {
+        required_env: raw.required_env,
+        sensitive_env: raw.sensitive_env,
+        expect_env: raw.expect_env.into_iter().collect(),
+        forbid_truthy_env: raw.forbid_truthy_env,
+        paths,
+    }
+}

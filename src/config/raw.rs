@@ -41,6 +41,24 @@ pub struct RawFile {
     pub model_policy: Option<Spanned<RawModelPolicy>>,
     /// `[access]`
     pub access: Option<Spanned<RawAccess>>,
+    /// `[audit]`
+    pub audit: Option<Spanned<RawAudit>>,
+}
+
+/// `[audit]`: what `sitegate verify` checks beyond the policy itself.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    #[serde(default)]
+    pub required_env: Vec<String>,
+    #[serde(default)]
+    pub sensitive_env: Vec<String>,
+    #[serde(default)]
+    pub expect_env: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub forbid_truthy_env: Vec<String>,
+    #[serde(default)]
+    pub paths: std::collections::BTreeMap<String, Spanned<String>>,
 }
 
 /// `[access]`

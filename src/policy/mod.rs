@@ -42,6 +42,11 @@ pub struct Policy {
     pub model_policy: models::ModelPolicy,
     /// `[access]`
     pub access: crate::guard::access::AccessPolicy,
+    /// `[audit]`
+    pub audit: AuditSettings,
+    /// Files that hold secrets on purpose (a JWT secret file): `verify` does not
+    /// report them as plaintext credentials.
+    pub secret_files: Vec<PathBuf>,
     /// Problems that do not stop the policy from loading (registry conflicts), as
     /// `file: message` lines for `check` and the reload log.
     pub warnings: Vec<String>,
@@ -125,6 +130,21 @@ impl UpstreamSettings {
             || self.pool_idle_timeout != other.pool_idle_timeout
             || self.pool_max_idle != other.pool_max_idle
     }
+}
+
+/// `[audit]`, compiled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// Variables that must be set.
+    pub required_env: Vec<String>,
+    /// Variables that must be set to something other than a well-known default.
+    pub sensitive_env: Vec<String>,
+    /// Variables that must have exactly these values.
+    pub expect_env: Vec<(String, String)>,
+    /// Variables that must not be truthy (`1`, `true`, `yes`, `on`).
+    pub forbid_truthy_env: Vec<String>,
+    /// Paths (relative to the policy file) and the mode each should have.
+    pub paths: Vec<(PathBuf, u32)>,
 }
 
 /// Global limits; routes may set their own `max_body`.

@@ -68,6 +68,19 @@ impl Proc {
         }
     }
 
+    /// Stops it the way an operator would (SIGTERM) and waits for it to exit, so
+    /// nothing it writes is cut off half way.
+    fn stop(mut self) {
+        self.signal("-TERM");
+        for _ in 0..200 {
+            if self.child.try_wait().unwrap().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("sitegate did not stop within 10 s of SIGTERM");
+    }
+
     fn pid(&self) -> String {
         self.child.id().to_string()
     }
@@ -462,7 +475,8 @@ async fn the_log_file_rotates_keeping_max_files_and_holds_no_secret() {
         async move { rotated }
     })
     .await;
-    drop(p);
+    // A graceful stop: a kill could land in the middle of a rotation.
+    tokio::task::spawn_blocking(move || p.stop()).await.unwrap();
     let files = sitegate::observe::sink::rotated_files(&log);
     let names: Vec<String> = std::fs::read_dir(dir.path().join("logs"))
         .unwrap()
@@ -652,4 +666,211 @@ async fn concurrent_large_uploads_stay_within_the_memory_budget() {
         peak < (16 + 64) * 1024,
         "peak RSS {peak} KiB over budget + 64 MiB"
     );
+}
+
+/// Runs `verify --json` on a policy with `extra` in the main file and `routes`, with
+/// `env` set; returns the exit code and the report.
+fn verify_with(
+    dir: &Path,
+    upstream: &str,
+    extra: &str,
+    routes: &str,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (Option<i32>, serde_json::Value) {
+    let main = write_policy(dir, upstream, extra, routes);
+    let mut cmd = bin();
+    cmd.args(["verify", "--json", "--config"])
+        .arg(&main)
+        .args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    (out.status.code(), report)
+}
+
+fn failing(report: &serde_json::Value) -> Vec<String> {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "fail")
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_each_check_on_its_own() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = sitegate::demo::start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let up = app.addr.to_string();
+    let audit = "\n[audit]\nrequired_env = [\"SG_TEST_REQUIRED\"]\nsensitive_env = [\"SG_TEST_SECRET\"]\nexpect_env = { SG_TEST_MODE = \"production\" }\nforbid_truthy_env = [\"SG_TEST_DEBUG\"]\npaths = { \"data\" = \"0750\" }\n";
+    let good_env = [
+        ("SG_TEST_REQUIRED", "1"),
+        ("SG_TEST_SECRET", "a-long-generated-value-7f3c"),
+        ("SG_TEST_MODE", "production"),
+        ("SG_TEST_DEBUG", "0"),
+    ];
+    let fresh = || {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        std::fs::set_permissions(
+            dir.path().join("data"),
+            std::fs::Permissions::from_mode(0o750),
+        )
+        .unwrap();
+        dir
+    };
+
+    // A clean setup is ready.
+    let dir = fresh();
+    let (code, report) = verify_with(dir.path(), &up, audit, "", &good_env, &[]);
+    assert_eq!(
+        (code, report["status"].as_str()),
+        (Some(0), Some("READY_FOR_PRODUCTION")),
+        "{report}"
+    );
+    assert_eq!(report["policy_version"].as_str().unwrap().len(), 16);
+
+    // Each environment problem on its own is a critical failure (exit 2).
+    for (var, value) in [
+        ("SG_TEST_REQUIRED", ""),
+        ("SG_TEST_SECRET", "changeme"),
+        ("SG_TEST_MODE", "dev"),
+        ("SG_TEST_DEBUG", "true"),
+    ] {
+        let env: Vec<(&str, &str)> = good_env
+            .iter()
+            .map(|(k, v)| if *k == var { (*k, value) } else { (*k, *v) })
+            .collect();
+        let (code, report) = verify_with(fresh().path(), &up, audit, "", &env, &[]);
+        assert_eq!(code, Some(2), "{var}={value}: {report}");
+        assert_eq!(failing(&report), vec!["environment"], "{var}");
+        assert!(
+            !report.to_string().contains("changeme"),
+            "a value was shown"
+        );
+    }
+
+    // World-writable path: a failure; --fix-permissions mends it.
+    let dir = fresh();
+    std::fs::set_permissions(
+        dir.path().join("data"),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+    let (code, report) = verify_with(dir.path(), &up, audit, "", &good_env, &[]);
+    assert_eq!(
+        (code, failing(&report)),
+        (Some(1), vec!["permissions".to_string()]),
+        "{report}"
+    );
+    let (code, report) = verify_with(
+        dir.path(),
+        &up,
+        audit,
+        "",
+        &good_env,
+        &["--fix-permissions"],
+    );
+    assert_eq!(code, Some(0), "{report}");
+    let mode = std::fs::metadata(dir.path().join("data"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o750);
+
+    // A pasted credential in a policy file (a fallback body here).
+    let dir = fresh();
+    let routes = "[[route]]\nname = \"r\"\npath = \"/r\"\nfallback = { body = '{\"k\":\"AKIAIOSFODNN7EXAMPLE\"}' }\n";
+    let (code, report) = verify_with(dir.path(), &up, audit, routes, &good_env, &[]);
+    assert_eq!(
+        (code, failing(&report)),
+        (
+            Some(1),
+            vec!["no plaintext credentials in policy files".to_string()]
+        )
+    );
+    assert!(
+        !report.to_string().contains("AKIAIOSFODNN7EXAMPLE"),
+        "the credential was echoed"
+    );
+
+    // Unreachable upstream; a route needing keys nobody configured; models missing.
+    let (code, report) = verify_with(
+        fresh().path(),
+        &closed_port().to_string(),
+        audit,
+        "",
+        &good_env,
+        &[],
+    );
+    assert_eq!(
+        (code, failing(&report)),
+        (Some(1), vec!["upstream reachable".to_string()])
+    );
+    let routes = "[[route]]\nname = \"r\"\npath = \"/r\"\nauth = \"api_key\"\n";
+    let (code, report) = verify_with(fresh().path(), &up, audit, routes, &good_env, &[]);
+    assert_eq!(
+        (code, failing(&report)),
+        (Some(2), vec!["every route's auth has its keys".to_string()])
+    );
+    let routes = "[[route]]\nname = \"m\"\npath = \"/m/{name}\"\nmodel = { action = \"inference\", name = \"path:name\" }\n";
+    let (code, report) = verify_with(fresh().path(), &up, audit, routes, &good_env, &[]);
+    assert_eq!(
+        (code, failing(&report)),
+        (Some(1), vec!["model policy consistent".to_string()])
+    );
+    // A log file that cannot be written.
+    let dir = fresh();
+    std::fs::write(dir.path().join("not-a-dir"), "").unwrap();
+    let logging = format!("{audit}\n[logging]\nfile = \"not-a-dir/sitegate.log\"\n");
+    let (code, report) = verify_with(dir.path(), &up, &logging, "", &good_env, &[]);
+    assert_eq!(
+        (code, failing(&report)),
+        (Some(2), vec!["log destination writable".to_string()])
+    );
+    // A broken policy.
+    let (code, report) = verify_with(
+        fresh().path(),
+        &up,
+        "\n[limits]\nmax_body = \"lots\"\n",
+        "",
+        &good_env,
+        &[],
+    );
+    assert_eq!(
+        (code, failing(&report)),
+        (Some(2), vec!["policy compiles".to_string()])
+    );
+}
+
+#[test]
+fn run_refuses_to_start_on_a_critical_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = write_policy(
+        dir.path(),
+        "127.0.0.1:5000",
+        "\n[audit]\nrequired_env = [\"SG_TEST_NEVER_SET\"]\n",
+        "",
+    );
+    let out = bin()
+        .args(["run", "--config"])
+        .arg(&main)
+        .env_remove("SG_TEST_NEVER_SET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("FAIL environment (critical): SG_TEST_NEVER_SET is not set"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("refusing to start"), "{stderr}");
 }
