@@ -384,7 +384,7 @@ fn jwt(
     data: &HashMap<&std::path::Path, &Source>,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<crate::guard::access::JwtPolicy> {
-    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    use jsonwebtoken::{Algorithm, DecodingKey};
     let span = raw.span();
     let raw = raw.into_inner();
     let mut err = |span: std::ops::Range<usize>, msg: String| {
@@ -418,6 +418,45 @@ fn jwt(
     let public =
         algorithms.len() == 1 && matches!(algorithms[0], Algorithm::RS256 | Algorithm::ES256);
     // One key kind for all algorithms: mixing them is how algorithm confusion starts.
+    use crate::guard::access::JwtKey;
+    if let Some(file) = &raw.jwks_file {
+        if raw.secret_env.is_some() || raw.secret_file.is_some() || raw.public_key_file.is_some() {
+            err(
+                span,
+                "jwks_file replaces secret_env, secret_file and public_key_file: give one".into(),
+            );
+            return None;
+        }
+        let path = super::compile_route::resolve(&src.path, file.get_ref());
+        let text = &data.get(path.as_path())?.text;
+        let set: jsonwebtoken::jwk::JwkSet = match serde_json::from_str(text) {
+            Ok(s) => s,
+            Err(_) => {
+                err(
+                    file.span(),
+                    "the JWKS file is not a JSON Web Key Set".into(),
+                );
+                return None;
+            }
+        };
+        let mut keys = Vec::new();
+        for jwk in &set.keys {
+            match (&jwk.common.key_id, DecodingKey::from_jwk(jwk)) {
+                (Some(kid), Ok(k)) => keys.push((kid.clone(), k)),
+                _ => {
+                    err(
+                        file.span(),
+                        "every key of the JWKS needs a kid and a supported key type".into(),
+                    );
+                    return None;
+                }
+            }
+        }
+        return Some(crate::guard::access::JwtPolicy {
+            key: JwtKey::Set(keys),
+            validation: validation(algorithms, &raw),
+        });
+    }
     let key = match (&raw.secret_env, &raw.secret_file, &raw.public_key_file) {
         (Some(var), None, None) if hmac => {
             let path = std::path::PathBuf::from(format!("env:{}", var.get_ref()));
@@ -478,7 +517,17 @@ fn jwt(
             return None;
         }
     };
-    let mut validation = Validation::new(algorithms[0]);
+    Some(crate::guard::access::JwtPolicy {
+        key: JwtKey::Single(key),
+        validation: validation(algorithms, &raw),
+    })
+}
+
+fn validation(
+    algorithms: Vec<jsonwebtoken::Algorithm>,
+    raw: &crate::config::raw::RawJwt,
+) -> jsonwebtoken::Validation {
+    let mut validation = jsonwebtoken::Validation::new(algorithms[0]);
     validation.algorithms = algorithms;
     validation.leeway = raw.leeway.map_or(30, |d| d.0.as_secs());
     validation.validate_nbf = true;
@@ -489,7 +538,7 @@ fn jwt(
         Some(aud) => validation.set_audience(&[aud]),
         None => validation.validate_aud = false,
     }
-    Some(crate::guard::access::JwtPolicy { key, validation })
+    validation
 }
 
 /// Merges the app's JSON model registry under the `[[model]]` entries: a list (or a

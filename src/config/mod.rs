@@ -126,6 +126,7 @@ struct AccessRefs {
 struct JwtRefs {
     secret_file: Option<Spanned<String>>,
     public_key_file: Option<Spanned<String>>,
+    jwks_file: Option<Spanned<String>>,
     secret_env: Option<String>,
 }
 
@@ -153,8 +154,11 @@ fn read_data_files(sources: &mut Vec<Source>, diags: &mut Vec<Diagnostic>) {
             None => (None, None),
         };
         let (jwt_files, env) = match jwt {
-            Some(j) => ([j.secret_file, j.public_key_file], j.secret_env),
-            None => ([None, None], None),
+            Some(j) => (
+                [j.secret_file, j.public_key_file, j.jwks_file],
+                j.secret_env,
+            ),
+            None => ([None, None, None], None),
         };
         if let Some(var) = env {
             // The environment is read here, at the edge, like a file.

@@ -82,6 +82,7 @@ pub struct RawJwt {
     pub secret_env: Option<Spanned<String>>,
     pub secret_file: Option<Spanned<String>>,
     pub public_key_file: Option<Spanned<String>>,
+    pub jwks_file: Option<Spanned<String>>,
     pub algorithms: Vec<Spanned<String>>,
     pub issuer: Option<String>,
     pub audience: Option<String>,

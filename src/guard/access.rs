@@ -25,10 +25,19 @@ pub enum Auth {
 /// How JWTs are checked. The key never appears in `Debug` output.
 #[derive(Clone)]
 pub struct JwtPolicy {
-    /// The key (HMAC secret or public key).
-    pub key: jsonwebtoken::DecodingKey,
+    /// The key (HMAC secret or public key), or the keys of a JWKS by `kid`.
+    pub key: JwtKey,
     /// Algorithms, issuer, audience, leeway; `exp` required.
     pub validation: jsonwebtoken::Validation,
+}
+
+/// Where a token's verification key comes from.
+#[derive(Clone)]
+pub enum JwtKey {
+    /// One key for every token.
+    Single(jsonwebtoken::DecodingKey),
+    /// A JWKS: the token's `kid` picks the key.
+    Set(Vec<(String, jsonwebtoken::DecodingKey)>),
 }
 
 impl std::fmt::Debug for JwtPolicy {
@@ -59,8 +68,18 @@ pub fn check_jwt(jwt: Option<&JwtPolicy>, headers: &HeaderMap) -> Result<Arc<str
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .ok_or_else(denied)?;
-    let data = jsonwebtoken::decode::<Claims>(token.trim(), &jwt.key, &jwt.validation)
-        .map_err(|_| denied())?;
+    let token = token.trim();
+    let key = match &jwt.key {
+        JwtKey::Single(k) => k,
+        JwtKey::Set(keys) => {
+            let kid = jsonwebtoken::decode_header(token)
+                .map_err(|_| denied())?
+                .kid
+                .ok_or_else(denied)?;
+            &keys.iter().find(|(k, _)| *k == kid).ok_or_else(denied)?.1
+        }
+    };
+    let data = jsonwebtoken::decode::<Claims>(token, key, &jwt.validation).map_err(|_| denied())?;
     Ok(Arc::from(format!(
         "jwt:{}",
         data.claims.sub.unwrap_or_default()

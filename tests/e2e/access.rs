@@ -229,3 +229,60 @@ async fn jwt_outcomes() {
         );
     }
 }
+
+#[tokio::test]
+async fn jwks_keys_are_picked_by_kid() {
+    use base64::Engine;
+    let secret: String = (0..48).map(|_| fastrand::alphanumeric()).collect();
+    let k = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret.as_bytes());
+    let app = sitegate::demo::start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("jwks.json"),
+        format!(r#"{{"keys":[{{"kty":"oct","kid":"suite-2026","alg":"HS256","k":"{k}"}}]}}"#),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("sitegate.toml"),
+        main_toml(
+            &app.addr.to_string(),
+            "\n[access]\njwt = { jwks_file = \"jwks.json\", algorithms = [\"HS256\"] }\n",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("routes.toml"),
+        "[[route]]\nname = \"p\"\npath = \"/headers\"\nauth = \"jwt\"\n",
+    )
+    .unwrap();
+    let proxy = start_proxy(&dir.path().join("sitegate.toml"), Default::default()).await;
+    let url = format!("http://{}/headers", proxy.addr);
+    let claims = serde_json::json!({"sub": "ops", "exp": now() + 300});
+    let signed = |kid: &str| {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        h.kid = Some(kid.into());
+        let t = jsonwebtoken::encode(
+            &h,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap();
+        format!("Bearer {t}")
+    };
+    assert_eq!(
+        send("GET", &url, &[("authorization", &signed("suite-2026"))], "")
+            .await
+            .status,
+        200
+    );
+    let r = send(
+        "GET",
+        &url,
+        &[("authorization", &signed("unknown-kid"))],
+        "",
+    )
+    .await;
+    assert_eq!((r.status, r.code().as_str()), (401, "UNAUTHORIZED"));
+}
