@@ -12,31 +12,12 @@ async fn env() -> Env {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    // The key file must exist before the policy loads.
-    let app = sitegate::demo::start(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("api-keys"),
-        format!("# test keys\n{digest} ci-runner\n"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("sitegate.toml"),
-        main_toml(
-            &app.addr.to_string(),
-            "\n[access]\napi_keys_file = \"api-keys\"\nallowed_origins = [\"https://suite.example.com\"]\n",
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("routes.toml"),
+    Env::start_with_files(
         "[[route]]\nname = \"private\"\npath = \"/headers\"\nauth = \"api_key\"\n",
+        "\n[access]\napi_keys_file = \"api-keys\"\nallowed_origins = [\"https://suite.example.com\"]\n",
+        &[("api-keys", format!("# test keys\n{digest} ci-runner\n"))],
     )
-    .unwrap();
-    let proxy = start_proxy(&dir.path().join("sitegate.toml"), Default::default()).await;
-    Env { dir, app, proxy }
+    .await
 }
 
 #[tokio::test]
@@ -154,26 +135,13 @@ fn token(secret: &[u8], alg: jsonwebtoken::Algorithm, claims: serde_json::Value)
 async fn jwt_outcomes() {
     // A secret generated for this test run.
     let secret: String = (0..48).map(|_| fastrand::alphanumeric()).collect();
-    let app = sitegate::demo::start(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("jwt.secret"), &secret).unwrap();
-    std::fs::write(
-        dir.path().join("sitegate.toml"),
-        main_toml(
-            &app.addr.to_string(),
-            "\n[access]\njwt = { secret_file = \"jwt.secret\", algorithms = [\"HS256\"], issuer = \"suite\", audience = \"sitegate\", leeway = \"5s\" }\n",
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("routes.toml"),
+    let env = Env::start_with_files(
         "[[route]]\nname = \"p\"\npath = \"/headers\"\nauth = \"jwt\"\n",
+        "\n[access]\njwt = { secret_file = \"jwt.secret\", algorithms = [\"HS256\"], issuer = \"suite\", audience = \"sitegate\", leeway = \"5s\" }\n",
+        &[("jwt.secret", secret.clone())],
     )
-    .unwrap();
-    let proxy = start_proxy(&dir.path().join("sitegate.toml"), Default::default()).await;
-    let url = format!("http://{}/headers", proxy.addr);
+    .await;
+    let url = env.url("/headers");
     let s = secret.as_bytes();
     let good = serde_json::json!({"sub": "planner-7", "iss": "suite", "aud": "sitegate", "exp": now() + 300});
     let bearer = |t: &str| format!("Bearer {t}");
@@ -235,30 +203,15 @@ async fn jwks_keys_are_picked_by_kid() {
     use base64::Engine;
     let secret: String = (0..48).map(|_| fastrand::alphanumeric()).collect();
     let k = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret.as_bytes());
-    let app = sitegate::demo::start(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("jwks.json"),
-        format!(r#"{{"keys":[{{"kty":"oct","kid":"suite-2026","alg":"HS256","k":"{k}"}}]}}"#),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("sitegate.toml"),
-        main_toml(
-            &app.addr.to_string(),
-            "\n[access]\njwt = { jwks_file = \"jwks.json\", algorithms = [\"HS256\"] }\n",
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("routes.toml"),
+    let jwks =
+        format!(r#"{{"keys":[{{"kty":"oct","kid":"suite-2026","alg":"HS256","k":"{k}"}}]}}"#);
+    let env = Env::start_with_files(
         "[[route]]\nname = \"p\"\npath = \"/headers\"\nauth = \"jwt\"\n",
+        "\n[access]\njwt = { jwks_file = \"jwks.json\", algorithms = [\"HS256\"] }\n",
+        &[("jwks.json", jwks)],
     )
-    .unwrap();
-    let proxy = start_proxy(&dir.path().join("sitegate.toml"), Default::default()).await;
-    let url = format!("http://{}/headers", proxy.addr);
+    .await;
+    let url = env.url("/headers");
     let claims = serde_json::json!({"sub": "ops", "exp": now() + 300});
     let signed = |kid: &str| {
         let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);

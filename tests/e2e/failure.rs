@@ -35,22 +35,10 @@ expect_json = true
     )
 }
 
-/// Starts the env after the fallback file exists (the policy refers to it).
+/// Starts the env with the fallback file the policy refers to.
 async fn start(main_extra: &str) -> Env {
-    let app = sitegate::demo::start(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("fallbacks")).unwrap();
-    std::fs::write(dir.path().join("fallbacks/slow.json"), FALLBACK).unwrap();
-    std::fs::write(
-        dir.path().join("sitegate.toml"),
-        main_toml(&app.addr.to_string(), main_extra),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("routes.toml"), routes("")).unwrap();
-    let proxy = start_proxy(&dir.path().join("sitegate.toml"), Default::default()).await;
-    Env { dir, app, proxy }
+    let files = [("fallbacks/slow.json", FALLBACK.to_string())];
+    Env::start_with_files(&routes(""), main_extra, &files).await
 }
 
 #[tokio::test]

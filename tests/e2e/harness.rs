@@ -53,26 +53,39 @@ impl Env {
 
     /// Same, with the main file rewritten by `edit`.
     pub async fn start_with_main(edit: impl FnOnce(String) -> String) -> Env {
-        let app = sitegate::demo::start(([127, 0, 0, 1], 0).into())
-            .await
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let main = edit(main_toml(&app.addr.to_string(), ""));
-        std::fs::write(dir.path().join("sitegate.toml"), main).unwrap();
-        std::fs::write(dir.path().join("routes.toml"), "").unwrap();
-        let proxy = start_proxy(&dir.path().join("sitegate.toml"), Overrides::default()).await;
-        Env { dir, app, proxy }
+        Env::build("", |addr| edit(main_toml(addr, "")), &[]).await
     }
 
     /// Same, with `extra` appended to the main file (e.g. a `[limits]` section).
     pub async fn start_with(routes: &str, extra: &str) -> Env {
+        Env::build(routes, |addr| main_toml(addr, extra), &[]).await
+    }
+
+    /// Same, with more files (key files, fallback bodies, ...) written beside the
+    /// policy before it loads, since the policy names them.
+    pub async fn start_with_files(routes: &str, extra: &str, files: &[(&str, String)]) -> Env {
+        Env::build(routes, |addr| main_toml(addr, extra), files).await
+    }
+
+    async fn build(
+        routes: &str,
+        main: impl FnOnce(&str) -> String,
+        files: &[(&str, String)],
+    ) -> Env {
         let app = sitegate::demo::start(([127, 0, 0, 1], 0).into())
             .await
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            let path = dir.path().join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).unwrap();
+            }
+            std::fs::write(path, text).unwrap();
+        }
         std::fs::write(
             dir.path().join("sitegate.toml"),
-            main_toml(&app.addr.to_string(), extra),
+            main(&app.addr.to_string()),
         )
         .unwrap();
         std::fs::write(dir.path().join("routes.toml"), routes).unwrap();
