@@ -28,7 +28,27 @@ struct ConfigArg {
 #[derive(Subcommand)]
 enum Command {
     /// Serve until SIGTERM or SIGINT, then drain and exit.
-    Run(ConfigArg),
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Listen here instead of the policy's `server.listen` (a container binds
+        /// 0.0.0.0 where a host install keeps 127.0.0.1, from the same policy files).
+        #[arg(long, env = "SITEGATE_LISTEN")]
+        listen: Option<std::net::SocketAddr>,
+        /// Serve the admin endpoints here instead of the policy's `server.admin_listen`.
+        #[arg(long, env = "SITEGATE_ADMIN_LISTEN")]
+        admin_listen: Option<std::net::SocketAddr>,
+    },
+    /// Probe a running sitegate's /healthz (for container HEALTHCHECKs): exit 0 when
+    /// it answers 200, 1 otherwise.
+    Health {
+        /// The admin address; an unspecified IP (0.0.0.0, [::]) is probed on loopback.
+        #[arg(long, env = "SITEGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9901")]
+        admin: std::net::SocketAddr,
+        /// Give up after this long.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Load and compile every policy file; print each problem as file:line:col: message.
     Check(ConfigArg),
     /// The proxy on 127.0.0.1:8080 in front of an embedded stand-in app.
@@ -68,6 +88,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Command::Check(args) => return sitegate::commands::check::check(&args.config),
+        Command::Health { admin, timeout } => {
+            return sitegate::commands::health::health(*admin, *timeout);
+        }
         Command::Verify {
             config,
             json,
@@ -113,11 +136,23 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => sitegate::commands::run::run(&args.config).await,
+            Command::Run {
+                config,
+                listen,
+                admin_listen,
+            } => {
+                let overrides = sitegate::state::Overrides {
+                    listen,
+                    admin_listen,
+                    ..Default::default()
+                };
+                sitegate::commands::run::run(&config.config, overrides).await
+            }
             Command::Demo(args) => sitegate::commands::demo::demo(&args.config).await,
             Command::Check(_)
             | Command::Redact { .. }
             | Command::Try { .. }
+            | Command::Health { .. }
             | Command::Verify { .. } => {
                 unreachable!("handled above")
             }

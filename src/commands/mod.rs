@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod demo;
+pub mod health;
 pub mod redact;
 pub mod run;
 pub mod try_route;

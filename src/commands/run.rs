@@ -7,7 +7,8 @@ use crate::state::Overrides;
 use crate::{config, observe, server};
 
 /// Loads the policy (refusing to start on any problem), serves, drains on a signal.
-pub async fn run(main: &Path) -> anyhow::Result<ExitCode> {
+/// `overrides` are the command line's listen addresses, kept across reloads.
+pub async fn run(main: &Path, overrides: Overrides) -> anyhow::Result<ExitCode> {
     let policy = match config::load(main) {
         Ok(p) => p,
         Err(diags) => {
@@ -29,7 +30,7 @@ pub async fn run(main: &Path) -> anyhow::Result<ExitCode> {
         policy,
         server::Options {
             config: main.to_path_buf(),
-            overrides: Overrides::default(),
+            overrides,
             set_log_level: Some(logs.level_setter()),
         },
     )

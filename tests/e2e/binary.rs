@@ -37,9 +37,15 @@ impl Proc {
     /// Starts the binary and waits for its "sitegate listening" log line, which carries
     /// the bound addresses.
     fn start(main: &Path) -> Proc {
+        Proc::start_with(main, &[])
+    }
+
+    /// Same, with environment variables set.
+    fn start_with(main: &Path, env: &[(&str, &str)]) -> Proc {
         let mut child = bin()
             .args(["run", "--config"])
             .arg(main)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -128,6 +134,34 @@ fn check_accepts_the_shipped_policy() {
         stdout.contains("policy is valid (6 files, 7 routes"),
         "{stdout}"
     );
+}
+
+#[test]
+fn run_binds_where_the_environment_says_and_health_probes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = write_policy(dir.path(), &closed_port().to_string(), "", "");
+    // The policy says 127.0.0.1:0; a container overrides it to the unspecified address.
+    let proc = Proc::start_with(&main, &[("SITEGATE_ADMIN_LISTEN", "0.0.0.0:0")]);
+    assert!(proc.admin.starts_with("0.0.0.0:"), "{}", proc.admin);
+    let health = |admin: &str| {
+        bin()
+            .args(["health", "--admin", admin])
+            .env_remove("SITEGATE_ADMIN_LISTEN")
+            .output()
+            .unwrap()
+    };
+    let up = health(&proc.admin);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let admin = proc.admin.clone();
+    proc.stop();
+    let down = health(&admin);
+    assert_eq!(down.status.code(), Some(1));
+    let why = String::from_utf8_lossy(&down.stderr);
+    assert!(why.contains("/healthz"), "{why}");
 }
 
 #[test]
