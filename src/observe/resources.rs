@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use sysinfo::{MemoryRefreshKind, ProcessRefreshKind, ProcessesToUpdate, System};
+use sysinfo::{CGroupLimits, MemoryRefreshKind, ProcessRefreshKind, ProcessesToUpdate, System};
 
 use crate::guard::shed::Sample;
 use crate::state::Shared;
@@ -35,6 +35,23 @@ impl Readings {
     }
 }
 
+/// The memory in use, in percent of what this process may use.
+///
+/// In a container (a Kubernetes pod with a memory limit) the limit, not the node, is
+/// what the OOM killer enforces, so the cgroup's limit counts when it is below the
+/// host's memory. Its anonymous memory is the measure there: the cgroup's page cache
+/// (log files being written) is reclaimable and must not make the proxy shed.
+fn memory_percent(host_total: u64, host_available: u64, cgroup: Option<CGroupLimits>) -> f32 {
+    match cgroup {
+        Some(c) if c.total_memory > 0 && c.total_memory < host_total => {
+            c.rss.min(c.total_memory) as f32 * 100.0 / c.total_memory as f32
+        }
+        // Nothing known: never shed on a reading that is not there.
+        _ if host_total == 0 => 0.0,
+        _ => host_total.saturating_sub(host_available) as f32 * 100.0 / host_total as f32,
+    }
+}
+
 /// Samples until the task is aborted.
 pub async fn monitor(shared: Arc<Shared>) {
     let Ok(mut system) = System::new() else {
@@ -55,10 +72,12 @@ pub async fn monitor(shared: Arc<Shared>) {
                 ProcessRefreshKind::nothing().with_memory().with_cpu(),
             );
         }
-        let total = system.total_memory().max(1);
         let sample = Sample {
-            memory_percent: (total.saturating_sub(system.available_memory())) as f32 * 100.0
-                / total as f32,
+            memory_percent: memory_percent(
+                system.total_memory(),
+                system.available_memory(),
+                system.cgroup_limits(),
+            ),
             cpu_percent: system.global_cpu_usage(),
         };
         shared.resources.store(sample);
@@ -75,5 +94,41 @@ pub async fn monitor(shared: Arc<Shared>) {
         }
         let every = shared.policy.load().shed.sample_every;
         tokio::time::sleep(every.max(Duration::from_millis(100))).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+    const MIB: u64 = 1 << 20;
+
+    fn limits(total: u64, rss: u64) -> CGroupLimits {
+        CGroupLimits {
+            total_memory: total,
+            free_memory: 0,
+            free_swap: 0,
+            rss,
+        }
+    }
+
+    #[test]
+    fn a_container_limit_below_the_host_is_the_measure() {
+        // A 320 MiB pod on a 24 GiB node, 288 MiB of it anonymous: 90 %, whatever
+        // the node has free.
+        let p = memory_percent(24 * GIB, 20 * GIB, Some(limits(320 * MIB, 288 * MIB)));
+        assert!((p - 90.0).abs() < 0.01, "{p}");
+    }
+
+    #[test]
+    fn without_a_limit_the_host_counts() {
+        // No cgroup, or a cgroup whose "limit" is the whole host (no memory.max).
+        assert_eq!(memory_percent(4 * GIB, GIB, None), 75.0);
+        assert_eq!(
+            memory_percent(4 * GIB, GIB, Some(limits(4 * GIB, 10 * MIB))),
+            75.0
+        );
+        assert_eq!(memory_percent(0, 0, None), 0.0);
     }
 }
