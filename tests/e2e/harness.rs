@@ -239,3 +239,53 @@ impl Resp {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
+
+fn run_ok(cmd: &mut std::process::Command, what: &str) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A Python virtualenv under target/ with `requirements` installed, created or rebuilt
+/// when missing or stale; returns its python. A marker file holds the hash of the
+/// requirements it was built from, so a changed pin rebuilds it. Panics (the test
+/// fails, never skips) when python3 or PyPI is not there.
+pub fn venv(name: &str, requirements: &Path) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    use std::process::Command;
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let wanted = sitegate::demo::hex(&Sha256::digest(std::fs::read(requirements).unwrap()));
+    let marker = venv.join(".sitegate-requirements");
+    let python = venv.join("bin").join("python");
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) && python.exists()
+    {
+        return python;
+    }
+    let _ = std::fs::remove_dir_all(&venv);
+    run_ok(
+        Command::new("python3").args(["-m", "venv"]).arg(&venv),
+        "creating a virtualenv (python3 -m venv; on Debian: apt-get install python3-venv)",
+    );
+    run_ok(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--quiet",
+                "-r",
+            ])
+            .arg(requirements),
+        &format!("installing {} from PyPI", requirements.display()),
+    );
+    std::fs::write(&marker, &wanted).unwrap();
+    python
+}

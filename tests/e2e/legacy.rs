@@ -14,46 +14,10 @@ use crate::harness::*;
 
 const APP_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/legacy_app");
 
-fn run(cmd: &mut Command, what: &str) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The virtualenv's python, created on first use. A marker file holds the hash of the
-/// requirements it was built from, so a changed pin rebuilds it.
+/// The virtualenv's python, created on first use.
 fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("legacy-venv");
-        let requirements = Path::new(APP_DIR).join("requirements.txt");
-        let wanted = sitegate::demo::hex(&Sha256::digest(std::fs::read(&requirements).unwrap()));
-        let marker = venv.join(".sitegate-requirements");
-        let python = venv.join("bin").join("python");
-        if std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) && python.exists() {
-            return python;
-        }
-        let _ = std::fs::remove_dir_all(&venv);
-        run(
-            Command::new("python3").args(["-m", "venv"]).arg(&venv),
-            "creating the Flask virtualenv (python3 -m venv; on Debian: apt-get install python3-venv)",
-        );
-        run(
-            Command::new(&python)
-                .args(["-m", "pip", "install", "--disable-pip-version-check", "--quiet", "-r"])
-                .arg(&requirements),
-            "installing the legacy app's requirements from PyPI",
-        );
-        std::fs::write(&marker, &wanted).unwrap();
-        python
-    })
+    PYTHON.get_or_init(|| venv("legacy-venv", &Path::new(APP_DIR).join("requirements.txt")))
 }
 
 /// The Flask app on a free port; killed when dropped.

@@ -3,6 +3,7 @@
 
 mod access;
 mod binary;
+mod deploy;
 mod failure;
 mod harness;
 mod legacy;
