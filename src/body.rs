@@ -35,6 +35,7 @@ pub fn full(bytes: impl Into<Bytes>) -> BoxBody {
 pub struct BodyStats {
     bytes: AtomicU64,
     over_limit: AtomicBool,
+    client_failed: AtomicBool,
 }
 
 impl BodyStats {
@@ -46,6 +47,12 @@ impl BodyStats {
     /// True once the body passed its limit (and was cut off).
     pub fn over_limit(&self) -> bool {
         self.over_limit.load(Ordering::Relaxed)
+    }
+
+    /// True once reading the client's body failed: a malformed chunk, or the client
+    /// went away mid-body. The upstream request it fed failed for the client's sake.
+    pub fn client_failed(&self) -> bool {
+        self.client_failed.load(Ordering::Relaxed)
     }
 }
 
@@ -123,7 +130,10 @@ where
         };
         let frame = match ready!(Pin::new(inner).poll_frame(cx)) {
             None => return Poll::Ready(None),
-            Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+            Some(Err(e)) => {
+                this.stats.client_failed.store(true, Ordering::Relaxed);
+                return Poll::Ready(Some(Err(e.into())));
+            }
             Some(Ok(frame)) => frame,
         };
         if let Some(data) = frame.data_ref() {

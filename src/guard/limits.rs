@@ -8,6 +8,40 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use crate::error::{ErrorCode, Rejection};
 use crate::policy::Route;
 
+/// Refuses a request whose framing could be read two ways (request smuggling) or
+/// whose body sitegate would pass on with a coding it did not undo.
+///
+/// hyper already refuses differing `Content-Length`s, obs-fold, a final coding other
+/// than `chunked` and bad chunk sizes; with both `Content-Length` and
+/// `Transfer-Encoding` it does what RFC 9112 §6.3 requires of an intermediary (drops
+/// the length, reads the chunks, closes the connection after the answer), so the
+/// length never reaches this check or the app. What it lets through is a coding
+/// before `chunked` (`gzip, chunked`, or a second `Transfer-Encoding` line): the app
+/// would get compressed bytes as if they were plain. Only a single plain `chunked` is
+/// accepted.
+pub fn check_framing(headers: &HeaderMap) -> Result<(), Rejection> {
+    let mut codings = headers.get_all(TRANSFER_ENCODING).iter();
+    let Some(first) = codings.next() else {
+        return Ok(());
+    };
+    let plain_chunked = first
+        .to_str()
+        .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
+    if !plain_chunked || codings.next().is_some() {
+        return Err(Rejection::new(
+            ErrorCode::InvalidRequest,
+            "Transfer-Encoding must be exactly \"chunked\"; use Content-Encoding for compression",
+        ));
+    }
+    if headers.contains_key(CONTENT_LENGTH) {
+        return Err(Rejection::new(
+            ErrorCode::InvalidRequest,
+            "a request may not carry both Content-Length and Transfer-Encoding",
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses a request whose declared length is over the route's `max_body`, or whose
 /// body has a content type the route does not accept.
 pub fn check_head(route: &Route, headers: &HeaderMap) -> Result<(), Rejection> {
@@ -63,6 +97,33 @@ mod tests {
     use super::*;
     use crate::config::{Source, compile};
     use http::Method;
+
+    #[test]
+    fn framing_that_two_parsers_could_read_differently_is_refused() {
+        let refused = |pairs: &[(&'static str, &'static str)]| {
+            check_framing(&headers(pairs)).map_err(|r| r.code)
+        };
+        assert_eq!(refused(&[("content-length", "7")]), Ok(()));
+        assert_eq!(refused(&[("transfer-encoding", "chunked")]), Ok(()));
+        assert_eq!(
+            refused(&[("content-length", "7"), ("transfer-encoding", "chunked")]),
+            Err(ErrorCode::InvalidRequest)
+        );
+        assert_eq!(refused(&[("transfer-encoding", " Chunked ")]), Ok(()));
+        for twice in [
+            &[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked"),
+            ][..],
+            &[
+                ("transfer-encoding", "gzip"),
+                ("transfer-encoding", "chunked"),
+            ][..],
+            &[("transfer-encoding", "gzip, chunked")][..],
+        ] {
+            assert_eq!(refused(twice), Err(ErrorCode::InvalidRequest), "{twice:?}");
+        }
+    }
 
     fn route(extra: &str) -> crate::policy::Policy {
         let text = format!("[[route]]\nname = \"r\"\npath = \"/r\"\n{extra}\n");

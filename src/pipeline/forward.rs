@@ -96,12 +96,18 @@ async fn replayable(
     match limited.collect().await {
         Ok(body) => Ok(Ok(body.to_bytes())),
         Err(_) if stats.over_limit() => Err(too_large(route)),
-        Err(_) => Err(Rejection::new(
-            ErrorCode::InvalidRequest,
-            "the request body could not be read to the end",
-        )
-        .into()),
+        Err(_) => Err(broken_body()),
     }
+}
+
+/// The client's body could not be read to its end (a malformed chunk, or the client
+/// went away); the app's request, if it was under way, was aborted.
+pub(super) fn broken_body() -> Failure {
+    Rejection::new(
+        ErrorCode::InvalidRequest,
+        "the request body could not be read to the end (malformed chunked encoding, or the client stopped sending)",
+    )
+    .into()
 }
 
 pub(super) fn too_large(route: &Route) -> Failure {
@@ -197,6 +203,10 @@ pub(super) async fn forward(
                 // The client's body, not the app, failed: nothing to tell the breaker.
                 drop(permit);
                 return Err(too_large(route));
+            }
+            Err(_) if stats.client_failed() => {
+                drop(permit);
+                return Err(broken_body());
             }
             Err(failure) => Forwarded::Failed(failure, None),
             Ok(resp) => {

@@ -31,7 +31,7 @@ use forward::{Forwarded, RequestBody};
 
 use crate::body::{BoxBody, IdleTimeout};
 use crate::error::{ErrorCode, Failure, Rejection};
-use crate::guard::limits::check_head;
+use crate::guard::limits::{check_framing, check_head};
 use crate::guard::{access, shed, validate};
 use crate::headers::DROPPED;
 use crate::headers::{self, REQUEST_ID};
@@ -55,9 +55,12 @@ pub async fn handle(
             .unwrap_or_else(|_| HeaderValue::from_static("req_000000000000")),
     };
     let mut ctx = Ctx::new(shared, worker, request_id, &req);
+    // Framing sitegate will not pass on: answered, and the connection closed after the
+    // answer, since where the next request starts is what is in doubt.
+    let framing = check_framing(req.headers());
     let (parts, body) = req.into_parts();
     let mut body = Some(body);
-    let result = match admit(&ctx, &policy) {
+    let result = match framing.clone().and_then(|()| admit(&ctx, &policy)) {
         // The global ceiling, whatever the route's own timeouts.
         Ok(()) => match tokio::time::timeout(
             policy.server.request_timeout,
@@ -68,7 +71,7 @@ pub async fn handle(
             Ok(result) => result,
             Err(_) => Err(Failure::Upstream(crate::error::UpstreamFailure::Timeout)),
         },
-        Err(r) => {
+        Err(r) if r.code == ErrorCode::ResourceExhausted => {
             ctx.shared
                 .metrics
                 .shed
@@ -76,15 +79,23 @@ pub async fn handle(
                 .inc();
             Err(r.into())
         }
+        Err(r) => Err(r.into()),
     };
-    // Answered without forwarding: let the client finish sending so it reads the answer.
-    if let Some(unread) = body {
+    // Answered without forwarding: let the client finish sending so it reads the
+    // answer. Not a body whose end is in doubt: that connection is closed instead.
+    if let Some(unread) = body
+        && framing.is_ok()
+    {
         crate::body::discard(unread);
     }
     let mut resp = match result {
         Ok(resp) => resp,
         Err(failure) => ctx.fail(&failure),
     };
+    if framing.is_err() {
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Some(origin) = ctx.cors_origin.clone() {
         resp.headers_mut()
             .insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);

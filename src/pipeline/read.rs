@@ -78,13 +78,7 @@ pub(super) async fn read_body(
     let raw = match IdleTimeout::new(limited, route.timeout).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) if stats.over_limit() => return Err(too_large(route)),
-        Err(_) => {
-            return Err(Rejection::new(
-                ErrorCode::InvalidRequest,
-                "the request body could not be read to the end",
-            )
-            .into());
-        }
+        Err(_) => return Err(super::forward::broken_body()),
     };
     let Some(gzip) = compressed else {
         return Ok((raw, Some(permit)));

@@ -11,4 +11,5 @@ mod models;
 mod proxy;
 mod redaction;
 mod reload;
+mod robustness;
 mod validation;
