@@ -1,6 +1,6 @@
-//! Checks on the request head before any body byte is read: declared size and
-//! content type. A body that lies about its size is cut off while it streams
-//! (`body::Limited`).
+//! Checks on the request head before any body byte is read (framing, declared size,
+//! content type), and the bounded decoding of a compressed body. A body that lies
+//! about its size is cut off while it streams (`body::Limited`).
 
 use http::HeaderMap;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
@@ -90,6 +90,36 @@ pub fn check_head(route: &Route, headers: &HeaderMap) -> Result<(), Rejection> {
         }
     }
     Ok(())
+}
+
+/// Decodes a `gzip` (`gzip = true`, concatenated members allowed) or `deflate` (zlib)
+/// request body, incrementally into a buffer that never passes `limit` bytes: a gzip
+/// bomb stops at the limit with 413, its memory flat.
+pub fn decode_body(raw: &[u8], gzip: bool, limit: u64) -> Result<Vec<u8>, Rejection> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let read = if gzip {
+        flate2::read::MultiGzDecoder::new(raw)
+            .take(limit + 1)
+            .read_to_end(&mut out)
+    } else {
+        flate2::read::ZlibDecoder::new(raw)
+            .take(limit + 1)
+            .read_to_end(&mut out)
+    };
+    if read.is_err() {
+        return Err(Rejection::new(
+            ErrorCode::InvalidRequest,
+            "the compressed request body is corrupt",
+        ));
+    }
+    if out.len() as u64 > limit {
+        return Err(Rejection::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the request body decodes to more than this route's limit of {limit} bytes"),
+        ));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

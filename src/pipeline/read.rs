@@ -2,7 +2,6 @@
 //! route's `max_body` (decoded size, for `gzip` and `deflate` bodies), by the memory
 //! budget, and by the route's timeout between pieces.
 
-use std::io::Read;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -83,32 +82,6 @@ pub(super) async fn read_body(
     let Some(gzip) = compressed else {
         return Ok((raw, Some(permit)));
     };
-    // Decoded incrementally into a buffer that may not pass max_body: a gzip bomb
-    // stops at the limit, memory flat.
-    let mut out = Vec::new();
-    let limit = route.max_body;
-    let read = if gzip {
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .take(limit + 1)
-            .read_to_end(&mut out)
-    } else {
-        flate2::read::ZlibDecoder::new(&raw[..])
-            .take(limit + 1)
-            .read_to_end(&mut out)
-    };
-    if read.is_err() {
-        return Err(Rejection::new(
-            ErrorCode::InvalidRequest,
-            "the compressed request body is corrupt",
-        )
-        .into());
-    }
-    if out.len() as u64 > limit {
-        return Err(Rejection::new(
-            ErrorCode::PayloadTooLarge,
-            format!("the request body decodes to more than this route's limit of {limit} bytes"),
-        )
-        .into());
-    }
+    let out = crate::guard::limits::decode_body(&raw, gzip, route.max_body)?;
     Ok((Bytes::from(out), Some(permit)))
 }
