@@ -555,6 +555,9 @@ fn compile_routes(
         route.body = compile_schema::body_rules(
             compile_schema::RouteBody {
                 schema: r.schema,
+                schema_file: r
+                    .schema_file
+                    .map(|f| (compile_schema::json_schema(&f, src, ctx.data, &mut sink), f)),
                 sanitize: r.sanitize,
                 batch: r.batch,
                 max_records: r.max_records,

@@ -1,6 +1,8 @@
 //! Compiling `[schema.NAME]` sections and a route's body keys into validation rules.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
 
 use toml::Spanned;
 
@@ -8,7 +10,7 @@ use super::Source;
 use super::compile::Sink;
 use super::diag::Diagnostic;
 use super::raw::{RawBatch, RawField, RawSchema, RawTypes};
-use crate::guard::validate::schema::{BodyRules, Format, Kind, ObjectRule, Rule};
+use crate::guard::validate::schema::{BodyRules, Format, Kind, ObjectRule, RecordRules, Rule};
 use crate::policy::Limits;
 
 /// The deepest nesting a policy may allow (the JSON parser stops at 128 on its own).
@@ -130,9 +132,55 @@ fn field(raw: Spanned<RawField>, sink: &mut Sink) -> Rule {
     rule
 }
 
+/// Compiles a route's `schema_file` (draft 2020-12 unless its `$schema` names draft 7
+/// or another draft). `None` when it cannot be used; the reason is reported.
+pub(super) fn json_schema(
+    file: &Spanned<String>,
+    src: &Source,
+    data: &HashMap<&Path, &Source>,
+    sink: &mut Sink,
+) -> Option<Arc<jsonschema::Validator>> {
+    let path = super::compile_route::resolve(&src.path, file.get_ref());
+    // read_sources already reported a file it could not read.
+    let text = &data.get(path.as_path())?.text;
+    let schema: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            sink.at(file, format!("{} is not valid JSON ({e})", path.display()));
+            return None;
+        }
+    };
+    // Formats (date-time, email, uuid, ...) are checked, as `[schema]` rules check them;
+    // references stay inside the file (no network, no other files).
+    match jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+    {
+        Ok(v) => Some(Arc::new(v)),
+        Err(e) => {
+            // The schema's own text is not quoted: only where in it the problem is.
+            sink.at(
+                file,
+                format!(
+                    "{} is not a usable JSON Schema: `{}` at {}",
+                    path.display(),
+                    e.kind().keyword(),
+                    match e.schema_path().to_string() {
+                        p if p.is_empty() => "the top".to_string(),
+                        p => p,
+                    }
+                ),
+            );
+            None
+        }
+    }
+}
+
 /// A route's body keys.
 pub(super) struct RouteBody {
     pub schema: Option<Spanned<String>>,
+    /// The compiled JSON Schema (None when it failed) and the key as written.
+    pub schema_file: Option<(Option<Arc<jsonschema::Validator>>, Spanned<String>)>,
     pub sanitize: Option<bool>,
     pub batch: Option<Spanned<RawBatch>>,
     pub max_records: Option<usize>,
@@ -147,15 +195,36 @@ pub(super) fn body_rules(
     limits: &Limits,
     sink: &mut Sink,
 ) -> Option<BodyRules> {
-    let Some(name) = raw.schema else {
-        if let Some(b) = &raw.batch {
-            sink.at(b, "`batch` needs a `schema` to check the records against");
+    let (schema_name, record) = match (raw.schema, raw.schema_file) {
+        (Some(_), Some((_, file))) => {
+            sink.at(&file, "a route takes `schema` or `schema_file`, not both");
+            return None;
         }
-        return None;
-    };
-    let Some(record) = schemas.get(name.get_ref()) else {
-        sink.at(&name, format!("no [schema.{}] is defined", name.get_ref()));
-        return None;
+        (None, None) => {
+            if let Some(b) = &raw.batch {
+                sink.at(
+                    b,
+                    "`batch` needs a `schema` or `schema_file` to check the records against",
+                );
+            }
+            return None;
+        }
+        (None, Some((compiled, file))) => {
+            if raw.sanitize == Some(true) {
+                sink.at(
+                    &file,
+                    "`sanitize` needs `schema` rules (trim, coerce); a JSON Schema file is checked as is",
+                );
+            }
+            (file.get_ref().clone(), RecordRules::JsonSchema(compiled?))
+        }
+        (Some(name), None) => {
+            let Some(record) = schemas.get(name.get_ref()) else {
+                sink.at(&name, format!("no [schema.{}] is defined", name.get_ref()));
+                return None;
+            };
+            (name.get_ref().clone(), RecordRules::Fields(record.clone()))
+        }
     };
     let max_depth = match raw.max_depth {
         Some(d) if *d.get_ref() == 0 || *d.get_ref() > MAX_DEPTH => {
@@ -166,8 +235,8 @@ pub(super) fn body_rules(
         None => limits.max_depth,
     };
     let mut rules = BodyRules {
-        schema_name: name.get_ref().clone(),
-        record: record.clone(),
+        schema_name,
+        record,
         sanitize: raw.sanitize.unwrap_or(false),
         batch_path: None,
         drop_invalid: false,

@@ -133,6 +133,7 @@ struct JwtRefs {
 #[derive(Deserialize)]
 struct RouteRefs {
     fallback: Option<FallbackRefs>,
+    schema_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -140,7 +141,8 @@ struct FallbackRefs {
     file: Option<Spanned<String>>,
 }
 
-/// Reads every file the policy files name (fallback bodies) as `Data` sources, so
+/// Reads every file the policy files name (fallback bodies, JSON Schemas, key files) as
+/// `Data` sources, so
 /// they are hashed, watched and reloaded with the policy.
 fn read_data_files(sources: &mut Vec<Source>, diags: &mut Vec<Diagnostic>) {
     let mut found = Vec::new();
@@ -170,7 +172,11 @@ fn read_data_files(sources: &mut Vec<Source>, diags: &mut Vec<Diagnostic>) {
             }
         }
         let registry = refs.model_policy.and_then(|m| m.registry_file);
-        let files = refs.route.into_iter().filter_map(|r| r.fallback?.file);
+        let files = refs
+            .route
+            .into_iter()
+            .flat_map(|r| [r.fallback.and_then(|f| f.file), r.schema_file])
+            .flatten();
         let files = files.chain(keys).chain(registry);
         for file in files.chain(jwt_files.into_iter().flatten()) {
             let path = compile_route::resolve(&src.path, file.get_ref());

@@ -309,6 +309,7 @@ pub struct RawRoute {
     pub slow_after: Option<Dur>,
     pub shed: Option<bool>,
     pub schema: Option<Spanned<String>>,
+    pub schema_file: Option<Spanned<String>>,
     pub sanitize: Option<bool>,
     pub batch: Option<Spanned<RawBatch>>,
     pub max_records: Option<usize>,

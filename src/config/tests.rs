@@ -357,3 +357,45 @@ fn the_app_registry_merges_under_the_toml_models() {
         "{e}"
     );
 }
+
+#[test]
+fn schema_file_mistakes_are_reported_at_the_key() {
+    let route = |extra: &str| {
+        format!(
+            "[[route]]\nname = \"r\"\npath = \"/r\"\nschema_file = \"s.json\"\n{extra}\n[schema.p]\nrequired = [\"a\"]\n"
+        )
+    };
+    let err = |policy: String, schema: &str| {
+        with_data(&policy, &[("dir/s.json", schema)])
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err(route(""), "{\"type\": ");
+    assert!(
+        e.starts_with("dir/main.toml:4:15: dir/s.json is not valid JSON"),
+        "{e}"
+    );
+    let e = err(
+        route(""),
+        r#"{"type": "text", "minimum": "SECRET-LOOKING"}"#,
+    );
+    assert!(
+        e.starts_with("dir/main.toml:4:15: dir/s.json is not a usable JSON Schema: `"),
+        "{e}"
+    );
+    assert!(!e.contains("SECRET-LOOKING") && !e.contains("text"), "{e}");
+    let e = err(route("schema = \"p\""), "{}");
+    assert!(
+        e.contains("4:15: a route takes `schema` or `schema_file`, not both"),
+        "{e}"
+    );
+    let e = err(route("sanitize = true"), "{}");
+    assert!(e.contains("4:15: `sanitize` needs `schema` rules"), "{e}");
+    // A remote reference would need the network at every reload: refused.
+    let e = err(
+        route(""),
+        r#"{"$ref": "https://schemas.example.com/project.json"}"#,
+    );
+    assert!(e.contains("is not a usable JSON Schema"), "{e}");
+    assert!(with_data(&route(""), &[("dir/s.json", "{\"type\": \"object\"}")]).is_ok());
+}

@@ -177,3 +177,63 @@ async fn invalid_records_are_dropped_and_counted_both_ways() {
     let r = send("POST", &env.url("/headers"), &[JSON], six).await;
     assert_eq!((r.status, r.code().as_str()), (413, "TOO_MANY_RECORDS"));
 }
+
+#[tokio::test]
+async fn a_json_schema_file_guards_a_route_and_reloads_with_the_policy() {
+    let routes = r#"
+[[route]]
+name = "schema-file"
+path = "/echo"
+methods = ["POST"]
+schema_file = "schemas/project.schema.json"
+"#;
+    let schema = |min: u32| {
+        format!(
+            r#"{{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+               "required": ["project_id"],
+               "properties": {{"budget": {{"type": "number", "minimum": {min}}}}}}}"#
+        )
+    };
+    let env =
+        Env::start_with_files(routes, "", &[("schemas/project.schema.json", schema(0))]).await;
+    let ok = send(
+        "POST",
+        &env.url("/echo"),
+        &[JSON],
+        r#"{"project_id":"P1","budget":5}"#,
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", ok.body_text());
+    let before = env.app.requests();
+    let bad = send("POST", &env.url("/echo"), &[JSON], r#"{"budget":-5}"#).await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.code(), "VALIDATION_FAILED");
+    let body: serde_json::Value = serde_json::from_slice(&bad.body).unwrap();
+    let mut rules: Vec<&str> = body["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["rule"].as_str().unwrap())
+        .collect();
+    rules.sort();
+    assert_eq!(rules, ["minimum", "required"], "{body}");
+    assert_eq!(env.app.requests(), before, "a refused body reached the app");
+
+    // The schema file is part of the policy: an edit reloads it.
+    std::fs::write(env.path("schemas/project.schema.json"), schema(10)).unwrap();
+    let url = env.url("/echo");
+    assert_eventually(
+        "the edited schema applies",
+        std::time::Duration::from_secs(10),
+        || {
+            let url = url.clone();
+            async move {
+                send("POST", &url, &[JSON], r#"{"project_id":"P1","budget":5}"#)
+                    .await
+                    .status
+                    == 400
+            }
+        },
+    )
+    .await;
+}

@@ -14,7 +14,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde_json::{Map, Value};
 
 use crate::error::{Detail, ErrorCode, Rejection};
-use schema::{Additional, BodyRules, Format, Kind, ObjectRule, Rule};
+use schema::{Additional, BodyRules, Format, Kind, ObjectRule, RecordRules, Rule};
 
 /// What to forward.
 #[derive(Debug, Clone, PartialEq)]
@@ -332,10 +332,22 @@ fn check_record(
     index: Option<usize>,
     out: &mut Vec<Detail>,
 ) -> bool {
-    match record {
-        Value::Object(map) => {
-            check_object(map, &rules.record, rules.sanitize, Path::Root, index, out)
+    let rule = match &rules.record {
+        RecordRules::Fields(rule) => rule,
+        RecordRules::JsonSchema(schema) => {
+            // Messages with the offending values masked: a rejected value may be a
+            // secret pasted into the wrong field, and error bodies get logged.
+            out.extend(schema.iter_errors(record).map(|e| Detail {
+                record: index,
+                path: e.instance_path().to_string(),
+                rule: e.kind().keyword().to_string(),
+                message: e.masked().to_string(),
+            }));
+            return false;
         }
+    };
+    match record {
+        Value::Object(map) => check_object(map, rule, rules.sanitize, Path::Root, index, out),
         _ => {
             out.push(detail(index, "", "type", "must be an object"));
             false

@@ -153,13 +153,22 @@ impl ObjectRule {
     }
 }
 
+/// What a record is checked against.
+#[derive(Debug, Clone)]
+pub enum RecordRules {
+    /// sitegate's own rules, from `[schema.NAME]` (these can also sanitize).
+    Fields(ObjectRule),
+    /// A standard JSON Schema from a route's `schema_file` (checked as is).
+    JsonSchema(std::sync::Arc<jsonschema::Validator>),
+}
+
 /// How a route treats JSON request bodies.
 #[derive(Debug, Clone)]
 pub struct BodyRules {
-    /// The schema name (for messages).
+    /// The schema name, or the JSON Schema file's name (for messages).
     pub schema_name: String,
     /// The record rule.
-    pub record: ObjectRule,
+    pub record: RecordRules,
     /// Clean values (trim, coerce) before validating.
     pub sanitize: bool,
     /// Where the records of a batch are (`None`: the body itself, an object or an array).

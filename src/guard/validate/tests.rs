@@ -220,3 +220,113 @@ fn schema_mistakes_are_reported_with_positions() {
     assert!(e.contains("m.toml:7:31: unknown format"), "{e}");
     assert!(e.contains("m.toml:7:49: invalid pattern"), "{e}");
 }
+
+/// A route checked against a JSON Schema file, compiled as `check` would.
+fn json_schema_rules(schema: &str, route_extra: &str) -> BodyRules {
+    use crate::config::SourceKind;
+    let policy = format!(
+        "[[route]]\nname = \"r\"\npath = \"/r\"\nschema_file = \"r.schema.json\"\n{route_extra}\n"
+    );
+    let p = compile(&[
+        Source::policy("m.toml", policy),
+        Source {
+            path: "r.schema.json".into(),
+            text: schema.to_string(),
+            kind: SourceKind::Data,
+        },
+    ])
+    .unwrap();
+    p.routes
+        .find(&Method::POST, "/r")
+        .unwrap()
+        .body
+        .clone()
+        .unwrap()
+}
+
+const PROJECT_2020: &str = r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "type": "object",
+  "required": ["project_id", "budget"],
+  "properties": {
+    "project_id": {"type": "string", "pattern": "^P[0-9]{3,9}$"},
+    "budget": {"type": "number", "minimum": 0},
+    "start_date": {"type": "string", "format": "date-time"},
+    "tags": {"type": "array", "prefixItems": [{"const": "first"}]}
+  }
+}"#;
+
+const PROJECT_DRAFT7: &str = r##"{
+  "$schema": "http://json-schema.org/draft-07/schema#",
+  "type": "object",
+  "required": ["project_id"],
+  "properties": {
+    "project_id": {"type": "string"},
+    "tags": {"type": "array", "items": [{"const": "first"}], "additionalItems": false}
+  },
+  "definitions": {"positive": {"type": "number", "exclusiveMinimum": 0}},
+  "additionalProperties": {"$ref": "#/definitions/positive"}
+}"##;
+
+#[test]
+fn a_json_schema_file_checks_records_with_the_same_error_shape() {
+    let rules = json_schema_rules(PROJECT_2020, "");
+    assert_eq!(
+        check(br#"{"project_id":"P001","budget":5,"start_date":"2026-11-28T08:00:00Z","tags":["first"]}"#, &rules),
+        Ok(Accepted { body: None, dropped: 0 })
+    );
+    let e = check(
+        br#"{"project_id":"AKIAIOSFODNN7EXAMPLE","budget":-1,"start_date":"yesterday","tags":["second"]}"#,
+        &rules,
+    )
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::ValidationFailed);
+    let mut got: Vec<(String, String)> = e
+        .details
+        .iter()
+        .map(|d| (d.path.clone(), d.rule.clone()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("/budget", "minimum"),
+            ("/project_id", "pattern"),
+            ("/start_date", "format"),
+            ("/tags/0", "const"),
+        ]
+        .map(|(p, r)| (p.to_string(), r.to_string()))
+    );
+    // The values are masked: a rejected value may be a secret in the wrong field.
+    for d in &e.details {
+        assert!(
+            !d.message.contains("AKIA") && !d.message.contains("yesterday"),
+            "{d:?}"
+        );
+    }
+    let missing = check(br#"{"budget":1}"#, &rules).unwrap_err();
+    assert_eq!(missing.details[0].rule, "required");
+    assert_eq!(missing.details[0].path, "");
+}
+
+#[test]
+fn draft_7_schemas_and_batches_work_too() {
+    let rules = json_schema_rules(
+        PROJECT_DRAFT7,
+        "batch = { on_invalid = \"drop\", path = \"/records\" }",
+    );
+    let body = br#"{"records":[{"project_id":"P1","extra":2,"tags":["first"]},{"project_id":"P2","extra":0},{"tags":["first","second"]}]}"#;
+    let accepted = check(body, &rules).unwrap();
+    assert_eq!(accepted.dropped, 2);
+    let forwarded: Value = serde_json::from_slice(&accepted.body.unwrap()).unwrap();
+    assert_eq!(
+        forwarded,
+        serde_json::json!({"records":[{"project_id":"P1","extra":2,"tags":["first"]}]})
+    );
+    let reject = json_schema_rules(PROJECT_DRAFT7, "batch = { on_invalid = \"reject\" }");
+    let e = check(br#"[{"project_id":"P1"},{"project_id":7}]"#, &reject).unwrap_err();
+    assert_eq!(e.details.len(), 1);
+    assert_eq!(e.details[0].record, Some(1));
+    assert_eq!(e.details[0].path, "/project_id");
+    assert_eq!(e.details[0].rule, "type");
+}
