@@ -61,15 +61,15 @@ fn object(
     fields: Option<BTreeMap<String, Spanned<RawField>>>,
     sink: &mut Sink,
 ) -> ObjectRule {
-    ObjectRule {
-        required: required.unwrap_or_default(),
-        additional: additional.unwrap_or_default(),
-        fields: fields
+    ObjectRule::new(
+        required.unwrap_or_default(),
+        additional.unwrap_or_default(),
+        fields
             .into_iter()
             .flatten()
             .map(|(k, f)| (k, field(f, sink)))
             .collect(),
-    }
+    )
 }
 
 fn field(raw: Spanned<RawField>, sink: &mut Sink) -> Rule {

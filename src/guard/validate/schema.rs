@@ -144,9 +144,35 @@ pub struct ObjectRule {
     pub additional: Additional,
     /// Each named field's rule, in policy order.
     pub fields: Vec<(String, Rule)>,
+    /// `required` as bits over `fields` (the fast path's check), when every required
+    /// field has a rule and there are at most 64 fields; `None` otherwise.
+    pub required_mask: Option<u64>,
 }
 
 impl ObjectRule {
+    /// The rule of an object.
+    pub fn new(required: Vec<String>, additional: Additional, fields: Vec<(String, Rule)>) -> Self {
+        let mask = (fields.len() <= 64)
+            .then(|| {
+                required.iter().try_fold(0u64, |mask, r| {
+                    let i = fields.iter().position(|(k, _)| k == r)?;
+                    Some(mask | 1 << i)
+                })
+            })
+            .flatten();
+        ObjectRule {
+            required,
+            additional,
+            fields,
+            required_mask: mask,
+        }
+    }
+
+    /// The index of `key`'s rule in `fields`, if any.
+    pub fn field_index(&self, key: &str) -> Option<usize> {
+        self.fields.iter().position(|(k, _)| k == key)
+    }
+
     /// The rule for `key`, if any.
     pub fn field(&self, key: &str) -> Option<&Rule> {
         self.fields.iter().find(|(k, _)| k == key).map(|(_, r)| r)

@@ -330,3 +330,144 @@ fn draft_7_schemas_and_batches_work_too() {
     assert_eq!(e.details[0].path, "/project_id");
     assert_eq!(e.details[0].rule, "type");
 }
+
+/// A record built from pieces that are valid, invalid, in need of cleaning, or
+/// hostile (duplicate keys, unknown fields, deep nesting).
+fn random_record(rng: &mut fastrand::Rng) -> String {
+    // Mostly the first (valid) option, so that whole batches are often valid.
+    let pick = |rng: &mut fastrand::Rng, options: &[&str]| {
+        let i = if rng.u8(..10) < 9 {
+            0
+        } else {
+            rng.usize(..options.len())
+        };
+        options[i].to_string()
+    };
+    let mut fields = Vec::new();
+    if rng.u8(..10) > 0 {
+        fields.push(format!(
+            "\"project_id\":{}",
+            pick(rng, &["\"P001\"", "\"P12\"", "\"X001\"", "7", "null"])
+        ));
+    }
+    if rng.u8(..10) > 0 {
+        fields.push(format!("\"project_name\":{}", pick(rng, &["\"Bridge\"", "\" Bridge \"", "\"\"", "\"ABCDEFGHIJKLMNOPQRSTUVWXYZABCDEFGHIJKLMNOPQRSTUVWXYZABCDEFGHIJKLMNOPQRSTUVWXYZABCDEFGHIJKLMNOPQRSTUVWXYZABCDEFGHIJKLMNOPQRSTUVWXYZABCDEFGHIJKLMNOPQRSTUVWXYZABCDEFGHIJKLMNOPQRSTUVWXYZABCDEFGHIJKLMNOPQRSTUVWXYZ\"", "\"\\u0042ridge\"", "3"])));
+    }
+    if rng.u8(..10) > 0 {
+        fields.push(format!(
+            "\"budget\":{}",
+            pick(
+                rng,
+                &[
+                    "12.5",
+                    "0",
+                    "-1",
+                    "\"12\"",
+                    "\" 12 \"",
+                    "1e13",
+                    "true",
+                    "10000000000000000000"
+                ]
+            )
+        ));
+    }
+    if rng.u8(..10) > 0 {
+        fields.push(format!(
+            "\"scheduled_duration_days\":{}",
+            pick(rng, &["30", "30.0", "30.5", "0", "\"30\"", "3651"])
+        ));
+    }
+    if rng.bool() {
+        fields.push(format!(
+            "\"phase\":{}",
+            pick(rng, &["\"design\"", "\"demolition\"", "\"Design\""])
+        ));
+    }
+    if rng.bool() {
+        fields.push(format!(
+            "\"start_date\":{}",
+            pick(
+                rng,
+                &[
+                    "\"2026-11-28T08:00:00Z\"",
+                    "\"2026-02-30T08:00:00Z\"",
+                    "\"2026-11-28\""
+                ]
+            )
+        ));
+    }
+    if rng.bool() {
+        fields.push(format!(
+            "\"tags\":{}",
+            pick(
+                rng,
+                &[
+                    "[]",
+                    "[\"a\",\"b\"]",
+                    "[\"a\",\"b\",\"c\",\"d\"]",
+                    "[\"abcdefghijk\"]",
+                    "[1]",
+                    "\"a\""
+                ]
+            )
+        ));
+    }
+    if rng.u8(..4) == 0 {
+        fields.push(format!("\"extra\":{}", pick(rng, &["1", "{\"a\":{\"b\":{\"c\":{\"d\":{\"e\":{\"f\":{\"g\":{\"h\":{\"i\":{\"j\":1}}}}}}}}}}", "{\"k\":1,\"k\":2}", "[[[]]]"])));
+    }
+    if rng.u8(..20) == 0 {
+        fields.push("\"budget\":1".to_string());
+    }
+    rng.shuffle(&mut fields);
+    format!("{{{}}}", fields.join(","))
+}
+
+#[test]
+fn the_fast_path_never_passes_a_body_the_full_check_would_change_or_refuse() {
+    let mut rng = fastrand::Rng::with_seed(7);
+    let (mut passed, mut refused) = (0, 0);
+    for route in ["one", "batch", "drop"] {
+        let rules = rules(route);
+        for _ in 0..3000 {
+            let n = rng.usize(1..4);
+            let records: Vec<String> = (0..n).map(|_| random_record(&mut rng)).collect();
+            let body = match route {
+                "one" => records[0].clone(),
+                "batch" => format!("[{}]", records.join(",")),
+                _ => format!(
+                    "{{\"meta\":{{\"by\":\"ops\"}},\"records\":[{}]}}",
+                    records.join(",")
+                ),
+            };
+            let full = check_full(body.as_bytes(), &rules);
+            if passes_as_is(body.as_bytes(), &rules) {
+                passed += 1;
+                assert_eq!(
+                    full,
+                    Ok(Accepted {
+                        body: None,
+                        dropped: 0
+                    }),
+                    "the fast path passed {body} on {route}"
+                );
+            } else {
+                refused += 1;
+                // Whatever the fast path leaves, the full check judges; a body it
+                // leaves that needed nothing would only cost time.
+                if full
+                    == Ok(Accepted {
+                        body: None,
+                        dropped: 0,
+                    })
+                {
+                    panic!("the fast path left a body that passes as is: {body} on {route}");
+                }
+            }
+        }
+    }
+    // Both branches are exercised, or the test proves nothing.
+    assert!(
+        passed > 500 && refused > 500,
+        "passed {passed}, refused {refused}"
+    );
+}
