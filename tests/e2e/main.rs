@@ -5,6 +5,7 @@ mod access;
 mod binary;
 mod deploy;
 mod failure;
+mod fuzz_regressions;
 mod harness;
 mod legacy;
 mod models;

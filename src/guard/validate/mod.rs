@@ -625,7 +625,9 @@ fn format_ok(f: Format, s: &str) -> bool {
         Format::Date => date_ok(s),
         Format::DateTime => {
             // YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM), 'T' or ' ' between.
-            if s.len() < 20 || !date_ok(&s[..10]) || !matches!(b[10], b'T' | b't' | b' ') {
+            // `get`, not indexing: byte 10 may fall inside a multi-byte character.
+            let date = s.get(..10).filter(|_| s.len() >= 20);
+            if !date.is_some_and(date_ok) || !matches!(b[10], b'T' | b't' | b' ') {
                 return false;
             }
             if !(digits(11..13)

@@ -190,6 +190,9 @@ fn formats() {
     ] {
         assert!(!format_ok(Format::DateTime, bad), "{bad}");
     }
+    // Found by fuzzing: a multi-byte character where the date ends must not panic.
+    assert!(!format_ok(Format::DateTime, "2026-03-0\u{2eb}08:z00:00Z"));
+    assert!(!format_ok(Format::DateTime, "2026-03-01\u{2eb}08:00:00Z"));
     assert!(format_ok(Format::Date, "2026-11-28"));
     assert!(!format_ok(Format::Date, "28/11/2026"));
     assert!(format_ok(Format::Email, "ops@suite.example.com"));
