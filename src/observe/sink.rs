@@ -6,7 +6,9 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::time::Duration;
 
 use file_rotate::compression::Compression;
@@ -47,10 +49,13 @@ pub struct FileError {
     source: std::io::Error,
 }
 
-/// The sending side of the queue, cloned into every writer.
+/// The sending side of the queue, cloned into every writer. The queue is std's
+/// unbounded channel held to `QUEUE` lines by a counter: a preallocated bounded
+/// channel would keep 2 MiB of slots resident from the start.
 #[derive(Clone)]
 pub struct Sink {
-    tx: SyncSender<Msg>,
+    tx: Sender<Msg>,
+    queued: Arc<AtomicUsize>,
 }
 
 impl Sink {
@@ -61,38 +66,45 @@ impl Sink {
             Some(f) => Some(open(f)?),
             None => None,
         };
-        let (tx, rx) = sync_channel(QUEUE);
+        let (tx, rx) = channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let counter = queued.clone();
         std::thread::Builder::new()
             .name("sitegate-log".into())
-            .spawn(move || write_loop(rx, file))
+            .spawn(move || write_loop(rx, counter, file))
             .map_err(|source| FileError {
                 path: PathBuf::from("(log thread)"),
                 source,
             })?;
-        Ok(Sink { tx })
+        Ok(Sink { tx, queued })
+    }
+
+    /// Takes a place in the queue, if there is one.
+    fn reserve(&self) -> bool {
+        if self.queued.fetch_add(1, Ordering::AcqRel) < QUEUE {
+            return true;
+        }
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        false
     }
 
     /// Queues a line; `important` lines wait for room, the others are dropped.
     fn send(&self, line: Vec<u8>, important: bool) {
-        let mut msg = Msg::Line(line);
         for _ in 0..1000 {
-            match self.tx.try_send(msg) {
-                Ok(()) => return,
-                Err(TrySendError::Disconnected(_)) => return,
-                Err(TrySendError::Full(back)) if important => {
-                    msg = back;
-                    std::thread::sleep(Duration::from_millis(1));
+            if self.reserve() {
+                if self.tx.send(Msg::Line(line)).is_err() {
+                    self.queued.fetch_sub(1, Ordering::AcqRel);
                 }
-                Err(TrySendError::Full(_)) => {
-                    DROPPED.inc();
-                    return;
-                }
+                return;
             }
+            if !important {
+                DROPPED.inc();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
         // A second without room: stderr, unqueued, rather than losing it.
-        if let Msg::Line(line) = msg {
-            let _ = std::io::stderr().write_all(&line);
-        }
+        let _ = std::io::stderr().write_all(&line);
     }
 
     /// Waits (up to `within`) until every line queued so far is written.
@@ -127,13 +139,18 @@ fn open(f: &FileSettings) -> Result<FileRotate<AppendCount>, FileError> {
     ))
 }
 
-fn write_loop(rx: Receiver<Msg>, mut file: Option<FileRotate<AppendCount>>) {
+fn write_loop(
+    rx: Receiver<Msg>,
+    queued: Arc<AtomicUsize>,
+    mut file: Option<FileRotate<AppendCount>>,
+) {
     // Stdout is locked per line, never for the thread's life: other code (the demo's
     // banner, a panic message) must still be able to print.
     let mut out = std::io::stdout();
     while let Ok(msg) = rx.recv() {
         match msg {
             Msg::Line(line) => {
+                queued.fetch_sub(1, Ordering::AcqRel);
                 let _ = out.write_all(&line);
                 if let Some(f) = file.as_mut()
                     && f.write_all(&line).is_err()
