@@ -1,66 +1,130 @@
-//! The fast path: decides, in one pass over the bytes and without building a JSON tree,
-//! whether a body passes its route's rules *as it is* — valid, and needing no
-//! sanitizing, stripping or dropping. Such a body (the common case) is forwarded byte
-//! for byte. Anything else, or any doubt, answers `false`, and the full check in
-//! `mod.rs` decides, with its precise errors and its rewriting.
+//! The fast path: checks a body against its route's rules in one pass over the bytes,
+//! without building a JSON tree, and decides what is forwarded:
 //!
-//! So this pass only has to be sound for `true`: every rule it accepts must be accepted
-//! by the full check, and it may refuse to judge whatever it does not need to (an
-//! error is never reported from here). The fuzz target `validate` holds it to that.
+//! - the body passes as sent (the common case): forwarded byte for byte;
+//! - it passes once sanitized (trim, coerce, unknown fields stripped): a second pass
+//!   writes the cleaned body straight from the bytes, exactly as the full check would
+//!   serialize its tree;
+//! - anything else (an invalid record, a batch to drop records from, any doubt): the
+//!   full check in `mod.rs` decides, with its precise errors.
+//!
+//! So this pass only has to be right about what it accepts: every body it passes, the
+//! full check passes with the same bytes forwarded. It may leave whatever it likes to
+//! the full check, and never reports an error itself. The property test in `tests.rs`
+//! and the fuzz target `validate` hold it to that.
 
 use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::Value;
+use serde_json::{Number, Value};
 
 use super::format_ok;
 use super::schema::{Additional, BodyRules, Kind, ObjectRule, RecordRules, Rule};
 
-/// True when `body` passes `rules` unchanged.
-pub(super) fn clean(body: &[u8], rules: &BodyRules) -> bool {
+/// What the fast path decided.
+#[derive(Debug, PartialEq)]
+pub(super) enum Verdict {
+    /// Valid as sent.
+    AsSent,
+    /// Valid once cleaned; the cleaned body.
+    Cleaned(Vec<u8>),
+    /// For the full check to decide.
+    Full,
+}
+
+/// Checks `body` against `rules`; see the module comment.
+pub(super) fn check(body: &[u8], rules: &BodyRules) -> Verdict {
     let RecordRules::Fields(record) = &rules.record else {
-        return false;
+        return Verdict::Full;
     };
     // A batch under a deeper pointer than "/key" is left to the full check.
     let batch_key = match &rules.batch_path {
         None => None,
         Some(p) => match p.strip_prefix('/') {
             Some(k) if !k.contains(['/', '~']) => Some(k),
-            _ => return false,
+            _ => return Verdict::Full,
         },
-    };
-    let ctx = Ctx {
-        rules,
-        record,
-        batch_key,
     };
     // UTF-8 checked once for the whole body: parsing from a `str` then skips the
     // check string by string.
     let Ok(text) = std::str::from_utf8(body) else {
-        return false;
+        return Verdict::Full;
     };
-    let mut de = serde_json::Deserializer::from_str(text);
-    Root(&ctx).deserialize(&mut de).is_ok() && de.end().is_ok()
+    let run = |out: Option<RefCell<Vec<u8>>>| {
+        let st = State {
+            rules,
+            record,
+            batch_key,
+            changed: Cell::new(false),
+            out,
+        };
+        let mut de = serde_json::Deserializer::from_str(text);
+        let ok = Root(&st).deserialize(&mut de).is_ok() && de.end().is_ok();
+        (ok, st.changed.get(), st.out)
+    };
+    match run(None) {
+        (false, _, _) => Verdict::Full,
+        (true, false, _) => Verdict::AsSent,
+        // Valid once cleaned: the same pass again, writing what it cleans.
+        (true, true, _) => match run(Some(RefCell::new(Vec::with_capacity(body.len())))) {
+            (true, _, Some(out)) => Verdict::Cleaned(out.into_inner()),
+            _ => Verdict::Full,
+        },
+    }
 }
 
-struct Ctx<'a> {
+/// One pass: the rules, whether anything was cleaned, and (second pass) the output.
+struct State<'a> {
     rules: &'a BodyRules,
     record: &'a ObjectRule,
     batch_key: Option<&'a str>,
+    changed: Cell<bool>,
+    out: Option<RefCell<Vec<u8>>>,
 }
 
-/// "Not clean": the reason does not matter, the full check will find it.
+impl State<'_> {
+    fn raw(&self, bytes: &[u8]) {
+        if let Some(out) = &self.out {
+            out.borrow_mut().extend_from_slice(bytes);
+        }
+    }
+
+    /// Writes a value the way the full check serializes its tree.
+    fn json<T: serde::Serialize + ?Sized>(&self, v: &T) {
+        if let Some(out) = &self.out {
+            let _ = serde_json::to_writer(&mut *out.borrow_mut(), v);
+        }
+    }
+
+    /// Takes back the comma written before an array element that was not there (an
+    /// array's end shows only when the next element is asked for).
+    fn unwrite_separator(&self) {
+        if let Some(out) = &self.out {
+            out.borrow_mut().pop();
+        }
+    }
+
+    /// A comma before every element but the first.
+    fn separator(&self, first: &mut bool) {
+        if !std::mem::take(first) {
+            self.raw(b",");
+        }
+    }
+}
+
+/// "Leave it to the full check": the reason does not matter, the full check finds it.
 fn no<T, E: de::Error>() -> Result<T, E> {
     Err(E::custom(""))
 }
 
-/// Holds a key and checks it against `max_string`, the way the full check does.
-fn key<'de, E: de::Error>(rules: &BodyRules, k: Cow<'de, str>) -> Result<Cow<'de, str>, E> {
-    if k.len() > rules.max_string && k.chars().count() > rules.max_string {
+/// The full check's `max_string`, for keys and string values.
+fn within<E: de::Error>(rules: &BodyRules, s: &str) -> Result<(), E> {
+    if s.len() > rules.max_string && s.chars().count() > rules.max_string {
         return no();
     }
-    Ok(k)
+    Ok(())
 }
 
 /// A map key, borrowed from the input when it has no escapes.
@@ -87,7 +151,7 @@ impl<'de> Visitor<'de> for Key {
 }
 
 /// The body: one record, an array of records, or an object holding them at `batch.path`.
-struct Root<'a>(&'a Ctx<'a>);
+struct Root<'a>(&'a State<'a>);
 
 impl<'de> DeserializeSeed<'de> for Root<'_> {
     type Value = ();
@@ -106,50 +170,60 @@ impl<'de> Visitor<'de> for Root<'_> {
             return no();
         }
         Records {
-            ctx: self.0,
+            st: self.0,
             depth: 0,
         }
         .visit_seq(seq)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let ctx = self.0;
-        let Some(batch_key) = ctx.batch_key else {
+        let st = self.0;
+        let Some(batch_key) = st.batch_key else {
             return Object {
-                rules: ctx.rules,
-                object: Some(ctx.record),
+                st,
+                object: Some(st.record),
                 depth: 0,
+                write: true,
             }
             .visit_map(map);
         };
         // The envelope around a batch: any fields, with the records under one key.
-        if ctx.rules.max_depth == 0 {
+        if st.rules.max_depth == 0 {
             return no();
         }
         let mut keys: Vec<Cow<'de, str>> = Vec::new();
-        let mut found = false;
+        let mut first = true;
+        st.raw(b"{");
         while let Some(k) = map.next_key_seed(Key)? {
-            let k = key(ctx.rules, k)?;
+            within::<A::Error>(st.rules, &k)?;
             if keys.contains(&k) {
                 return no();
             }
+            st.separator(&mut first);
+            st.json(&*k);
+            st.raw(b":");
             if k == batch_key {
-                found = true;
-                map.next_value_seed(Records { ctx, depth: 1 })?;
+                map.next_value_seed(Records { st, depth: 1 })?;
             } else {
                 map.next_value_seed(Any {
-                    rules: ctx.rules,
+                    st,
                     depth: 1,
+                    write: true,
                 })?;
             }
             keys.push(k);
         }
-        if found { Ok(()) } else { no() }
+        st.raw(b"}");
+        if keys.iter().any(|k| k == batch_key) {
+            Ok(())
+        } else {
+            no()
+        }
     }
 }
 
 /// The array of records.
 struct Records<'a> {
-    ctx: &'a Ctx<'a>,
+    st: &'a State<'a>,
     depth: usize,
 }
 
@@ -166,32 +240,40 @@ impl<'de> Visitor<'de> for Records<'_> {
         f.write_str("records")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let rules = self.ctx.rules;
-        if self.depth >= rules.max_depth {
+        let st = self.st;
+        if self.depth >= st.rules.max_depth {
             return no();
         }
         let mut n = 0usize;
-        while seq
-            .next_element_seed(Record {
-                rules,
-                object: self.ctx.record,
+        st.raw(b"[");
+        loop {
+            // The comma goes before the element; a missing element means the end.
+            if n > 0 {
+                st.raw(b",");
+            }
+            let record = Record {
+                st,
                 depth: self.depth + 1,
-            })?
-            .is_some()
-        {
+            };
+            if seq.next_element_seed(record)?.is_none() {
+                if n > 0 {
+                    st.unwrite_separator();
+                }
+                break;
+            }
             n += 1;
-            if n > rules.max_records {
+            if n > st.rules.max_records {
                 return no();
             }
         }
+        st.raw(b"]");
         Ok(())
     }
 }
 
 /// One record: an object under the schema's rule.
 struct Record<'a> {
-    rules: &'a BodyRules,
-    object: &'a ObjectRule,
+    st: &'a State<'a>,
     depth: usize,
 }
 
@@ -199,18 +281,20 @@ impl<'de> DeserializeSeed<'de> for Record<'_> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_map(Object {
-            rules: self.rules,
-            object: Some(self.object),
+            st: self.st,
+            object: Some(self.st.record),
             depth: self.depth,
+            write: true,
         })
     }
 }
 
 /// An object; with `object`, under its field rules, else only the parse limits.
 struct Object<'a> {
-    rules: &'a BodyRules,
+    st: &'a State<'a>,
     object: Option<&'a ObjectRule>,
     depth: usize,
+    write: bool,
 }
 
 impl<'de> Visitor<'de> for Object<'_> {
@@ -219,7 +303,8 @@ impl<'de> Visitor<'de> for Object<'_> {
         f.write_str("an object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        if self.depth >= self.rules.max_depth {
+        let st = self.st;
+        if self.depth >= st.rules.max_depth {
             return no();
         }
         let required = match self.object {
@@ -229,43 +314,64 @@ impl<'de> Visitor<'de> for Object<'_> {
             },
             None => 0,
         };
+        let write = self.write && st.out.is_some();
         // Fields with a rule are tracked as bits (duplicates, required); other keys
         // are kept, for duplicates, only when there are some.
         let mut seen = 0u64;
         let mut others: Vec<Cow<'de, str>> = Vec::new();
         let depth = self.depth + 1;
+        let mut first = true;
+        if write {
+            st.raw(b"{");
+        }
         while let Some(k) = map.next_key_seed(Key)? {
-            let k = key(self.rules, k)?;
+            within::<A::Error>(st.rules, &k)?;
             let ruled = self
                 .object
                 .and_then(|o| o.field_index(&k).map(|i| (i, &o.fields[i].1)));
-            match ruled {
-                Some((i, rule)) => {
-                    if seen & 1 << i != 0 {
-                        return no();
-                    }
-                    seen |= 1 << i;
-                    map.next_value_seed(Field {
-                        rules: self.rules,
-                        rule,
-                        depth,
-                    })?;
+            if let Some((i, rule)) = ruled {
+                if seen & 1 << i != 0 {
+                    return no();
                 }
-                None => {
-                    if self
-                        .object
-                        .is_some_and(|o| o.additional != Additional::Allow)
-                        || others.contains(&k)
-                    {
-                        return no();
-                    }
-                    map.next_value_seed(Any {
-                        rules: self.rules,
-                        depth,
-                    })?;
-                    others.push(k);
+                seen |= 1 << i;
+                if write {
+                    st.separator(&mut first);
+                    st.json(&*k);
+                    st.raw(b":");
                 }
+                map.next_value_seed(Field {
+                    st,
+                    rule,
+                    depth,
+                    write,
+                })?;
+                continue;
             }
+            if others.contains(&k) {
+                return no();
+            }
+            let keep = match self.object.map_or(Additional::Allow, |o| o.additional) {
+                Additional::Allow => true,
+                Additional::Strip => {
+                    st.changed.set(true);
+                    false
+                }
+                Additional::Reject => return no(),
+            };
+            if write && keep {
+                st.separator(&mut first);
+                st.json(&*k);
+                st.raw(b":");
+            }
+            map.next_value_seed(Any {
+                st,
+                depth,
+                write: write && keep,
+            })?;
+            others.push(k);
+        }
+        if write {
+            st.raw(b"}");
         }
         if seen & required != required {
             return no();
@@ -274,10 +380,12 @@ impl<'de> Visitor<'de> for Object<'_> {
     }
 }
 
-/// A value no rule speaks about: only the parse limits (depth, strings, duplicate keys).
+/// A value no rule speaks about: only the parse limits (depth, strings, duplicate
+/// keys); written as is when `write`.
 struct Any<'a> {
-    rules: &'a BodyRules,
+    st: &'a State<'a>,
     depth: usize,
+    write: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for Any<'_> {
@@ -287,57 +395,96 @@ impl<'de> DeserializeSeed<'de> for Any<'_> {
     }
 }
 
+impl Any<'_> {
+    fn put(&self, v: &Value) {
+        if self.write {
+            self.st.json(v);
+        }
+    }
+}
+
 impl<'de> Visitor<'de> for Any<'_> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a value")
     }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.put(&Value::Bool(v));
         Ok(())
     }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.put(&Value::from(v));
         Ok(())
     }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.put(&Value::from(v));
         Ok(())
     }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        self.put(&Number::from_f64(v).map_or(Value::Null, Value::Number));
         Ok(())
     }
     fn visit_unit<E>(self) -> Result<(), E> {
+        self.put(&Value::Null);
         Ok(())
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        key(self.rules, Cow::Borrowed(v)).map(drop)
+        within(self.st.rules, v)?;
+        if self.write {
+            self.st.json(v);
+        }
+        Ok(())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        if self.depth >= self.rules.max_depth {
+        let st = self.st;
+        if self.depth >= st.rules.max_depth {
             return no();
         }
-        while seq
-            .next_element_seed(Any {
-                rules: self.rules,
+        let write = self.write && st.out.is_some();
+        let mut n = 0;
+        if write {
+            st.raw(b"[");
+        }
+        loop {
+            if write && n > 0 {
+                st.raw(b",");
+            }
+            let item = Any {
+                st,
                 depth: self.depth + 1,
-            })?
-            .is_some()
-        {}
+                write,
+            };
+            if seq.next_element_seed(item)?.is_none() {
+                if write && n > 0 {
+                    st.unwrite_separator();
+                }
+                break;
+            }
+            n += 1;
+        }
+        if write {
+            st.raw(b"]");
+        }
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
         Object {
-            rules: self.rules,
+            st: self.st,
             object: None,
             depth: self.depth,
+            write: self.write,
         }
         .visit_map(map)
     }
 }
 
-/// A value under a field rule: accepted only if the full check would accept it as is.
+/// A value under a field rule, cleaned (when the route sanitizes) and checked the way
+/// the full check does it.
 struct Field<'a> {
-    rules: &'a BodyRules,
+    st: &'a State<'a>,
     rule: &'a Rule,
     depth: usize,
+    write: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for Field<'_> {
@@ -359,19 +506,32 @@ impl Field<'_> {
         if ok { Ok(()) } else { no() }
     }
 
-    fn allowed<E: de::Error>(&self, v: impl FnOnce() -> Value) -> Result<(), E> {
-        match &self.rule.allowed {
-            Some(list) if !list.contains(&v()) => no(),
-            _ => Ok(()),
+    /// Enum, then the value written.
+    fn finish<E: de::Error>(&self, v: &Value) -> Result<(), E> {
+        if let Some(list) = &self.rule.allowed
+            && !list.contains(v)
+        {
+            return no();
         }
+        if self.write {
+            self.st.json(v);
+        }
+        Ok(())
     }
 
-    fn number<E: de::Error>(&self, f: f64, v: impl FnOnce() -> Value) -> Result<(), E> {
+    /// A number, from the input or coerced from a string.
+    fn number<E: de::Error>(&self, n: Number) -> Result<(), E> {
+        let f = n.as_f64().unwrap_or(0.0);
+        if n.is_i64() || n.is_u64() {
+            self.kind::<E>(Kind::Integer, true)?;
+        } else {
+            self.kind::<E>(Kind::Number, f.fract() == 0.0)?;
+        }
         let r = self.rule;
         if r.min.is_some_and(|m| f < m) || r.max.is_some_and(|m| f > m) {
             return no();
         }
-        self.allowed(v)
+        self.finish(&Value::Number(n))
     }
 }
 
@@ -382,32 +542,48 @@ impl<'de> Visitor<'de> for Field<'_> {
     }
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
         self.kind(Kind::Boolean, false)?;
-        self.allowed(|| Value::Bool(v))
+        self.finish(&Value::Bool(v))
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        self.kind(Kind::Integer, true)?;
-        self.number(v as f64, || Value::from(v))
+        self.number(Number::from(v))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        self.kind(Kind::Integer, true)?;
-        self.number(v as f64, || Value::from(v))
+        self.number(Number::from(v))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        self.kind(Kind::Number, v.fract() == 0.0)?;
-        self.number(v, || {
-            serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
-        })
+        match Number::from_f64(v) {
+            Some(n) => self.number(n),
+            None => no(),
+        }
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
         self.kind(Kind::Null, false)?;
-        self.allowed(|| Value::Null)
+        self.finish(&Value::Null)
     }
     fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
         let r = self.rule;
-        key(self.rules, Cow::Borrowed(s))?;
-        // A string the full check would trim or turn into a number is not "as is".
-        if self.rules.sanitize && r.trim && s.trim().len() != s.len() {
-            return no();
+        let st = self.st;
+        within(st.rules, s)?;
+        // Sanitizing, as the full check does it: trim, then a numeric string where
+        // the rule wants a number becomes that number.
+        let mut s = s;
+        if st.rules.sanitize {
+            if r.trim && s.trim().len() != s.len() {
+                s = s.trim();
+                st.changed.set(true);
+            }
+            let wants_number = r
+                .kinds
+                .iter()
+                .any(|k| matches!(k, Kind::Number | Kind::Integer));
+            if r.coerce
+                && wants_number
+                && !r.kinds.contains(&Kind::String)
+                && let Ok(n) = s.trim().parse::<Number>()
+            {
+                st.changed.set(true);
+                return self.number(n);
+            }
         }
         self.kind(Kind::String, false)?;
         // Characters are counted only when the byte length cannot decide: a string
@@ -426,35 +602,56 @@ impl<'de> Visitor<'de> for Field<'_> {
         {
             return no();
         }
-        match &r.allowed {
-            Some(list) if !list.iter().any(|a| a.as_str() == Some(s)) => no(),
-            _ => Ok(()),
+        if let Some(list) = &r.allowed
+            && !list.iter().any(|a| a.as_str() == Some(s))
+        {
+            return no();
         }
+        if self.write {
+            st.json(s);
+        }
+        Ok(())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let r = self.rule;
+        let st = self.st;
         self.kind::<A::Error>(Kind::Array, false)?;
         // An enum of arrays is rare; the full check compares whole values.
-        if r.allowed.is_some() || self.depth >= self.rules.max_depth {
+        if r.allowed.is_some() || self.depth >= st.rules.max_depth {
             return no();
         }
+        let write = self.write && st.out.is_some();
         let mut n = 0usize;
+        if write {
+            st.raw(b"[");
+        }
         loop {
+            if write && n > 0 {
+                st.raw(b",");
+            }
             let more = match &r.items {
                 Some(item) => seq.next_element_seed(Field {
-                    rules: self.rules,
+                    st,
                     rule: item,
                     depth: self.depth + 1,
+                    write,
                 })?,
                 None => seq.next_element_seed(Any {
-                    rules: self.rules,
+                    st,
                     depth: self.depth + 1,
+                    write,
                 })?,
             };
             if more.is_none() {
+                if write && n > 0 {
+                    st.unwrite_separator();
+                }
                 break;
             }
             n += 1;
+        }
+        if write {
+            st.raw(b"]");
         }
         if r.min_items.is_some_and(|m| n < m) || r.max_items.is_some_and(|m| n > m) {
             return no();
@@ -467,9 +664,10 @@ impl<'de> Visitor<'de> for Field<'_> {
             return no();
         }
         Object {
-            rules: self.rules,
+            st: self.st,
             object: self.rule.object.as_ref(),
             depth: self.depth,
+            write: self.write,
         }
         .visit_map(map)
     }

@@ -209,22 +209,27 @@ impl fmt::Display for Path<'_> {
 
 /// Checks a whole body; `Ok` carries what to forward.
 pub fn check(body: &[u8], rules: &BodyRules) -> Result<Accepted, Rejection> {
-    // Most bodies pass as they are: one pass over the bytes, no tree, forwarded as
-    // sent. The rest (invalid, or to be cleaned) get the full check below.
-    if fast::clean(body, rules) {
-        return Ok(Accepted {
-            body: None,
-            dropped: 0,
-        });
-    }
-    check_full(body, rules)
+    // Most bodies pass as they are, or once cleaned: decided from the bytes, without a
+    // tree. The rest (invalid, or records to drop) get the full check below.
+    fast_path(body, rules).map_or_else(|| check_full(body, rules), Ok)
 }
 
-/// The fast path's verdict alone: true when `body` passes `rules` as it is. For the
-/// tests and fuzz targets that hold it to the full check.
+/// The fast path's decision alone: `Some` when it accepts the body (and what it would
+/// forward), `None` when it leaves the body to the full check. For the tests and fuzz
+/// targets that hold it to the full check.
 #[doc(hidden)]
-pub fn passes_as_is(body: &[u8], rules: &BodyRules) -> bool {
-    fast::clean(body, rules)
+pub fn fast_path(body: &[u8], rules: &BodyRules) -> Option<Accepted> {
+    match fast::check(body, rules) {
+        fast::Verdict::AsSent => Some(Accepted {
+            body: None,
+            dropped: 0,
+        }),
+        fast::Verdict::Cleaned(cleaned) => Some(Accepted {
+            body: Some(cleaned),
+            dropped: 0,
+        }),
+        fast::Verdict::Full => None,
+    }
 }
 
 /// The full check alone, without the fast path: builds the JSON tree, reports every
