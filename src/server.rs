@@ -274,12 +274,27 @@ async fn serve_proxy(
                             let (shared, peer) = (shared.clone(), peer.clone());
                             async move { Ok::<_, Infallible>(pipeline::handle(shared, worker, req, peer).await) }
                         });
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
-                        .into_owned();
-                    let conn = graceful.watch(conn);
+                    let builder = builder.clone();
+                    let watcher = graceful.watcher();
+                    let mut stop = shutdown.clone();
                     conns.spawn(async move {
-                        let _ = conn.await;
+                        // hyper-util's sniffing of the protocol (HTTP/1.1 or h2c) waits for
+                        // a connection's first bytes with no deadline: a client that
+                        // connects and sends nothing would hold its place forever (and
+                        // max_connections of them would lock everyone else out). It gets
+                        // header_read_timeout, like a slow request head.
+                        // (`peek`, not `readable`: readiness may be reported spuriously.)
+                        let mut first = [0u8; 1];
+                        let spoke = tokio::select! {
+                            r = tokio::time::timeout(header_read_timeout, stream.peek(&mut first)) => matches!(r, Ok(Ok(n)) if n > 0),
+                            _ = stop.changed() => false,
+                        };
+                        if spoke {
+                            let conn = builder
+                                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
+                                .into_owned();
+                            let _ = watcher.watch(conn).await;
+                        }
                         drop(permit);
                     });
                 }

@@ -450,6 +450,27 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
 }
 
 #[tokio::test]
+async fn a_client_that_connects_and_says_nothing_is_cut_off() {
+    use tokio::io::AsyncReadExt;
+    let env = Env::start_with_main(|main| {
+        main.replace(
+            "shutdown_grace = \"5s\"",
+            "shutdown_grace = \"5s\"\nheader_read_timeout = \"300ms\"",
+        )
+    })
+    .await;
+    // Not a byte: the protocol is never known, and the connection must still end.
+    let mut silent = tokio::net::TcpStream::connect(env.proxy.addr)
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "a silent connection was still open after 5 s");
+    // Others are served as usual.
+    assert_eq!(get(&env.url("/health")).await.status, 200);
+}
+
+#[tokio::test]
 async fn sheddable_routes_get_429_above_the_resource_thresholds() {
     // Thresholds of 0: any real machine is "short" of memory.
     let env = Env::start_with(
