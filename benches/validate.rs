@@ -1,5 +1,6 @@
 //! The request guard on a 10 000-record batch of the `project` schema (valid as sent,
-//! and with every record to sanitize), and on a 2 KB single record:
+//! with every record to sanitize, and with its last record invalid), and on a 2 KB
+//! single record:
 //! `cargo bench --bench validate`.
 
 use std::hint::black_box;
@@ -48,6 +49,13 @@ fn bench(c: &mut Criterion) {
     let dirty = batch.replace("\"Riverside tower block", "\" Riverside tower block");
     g.bench_function("10 000 records, each to sanitize", |b| {
         b.iter(|| black_box(validate::check(black_box(dirty.as_bytes()), &rules)))
+    });
+    // The last record breaks a rule: the fast path gives up at the end, and the full
+    // check builds the tree and lists the problem.
+    let invalid = batch.replacen("\"P009999\"", "\"X009999\"", 1);
+    assert_ne!(invalid, batch);
+    g.bench_function("10 000 records, the last invalid", |b| {
+        b.iter(|| black_box(validate::check(black_box(invalid.as_bytes()), &rules)))
     });
     g.bench_function("syntax only (serde IgnoredAny), same bytes", |b| {
         b.iter(|| {

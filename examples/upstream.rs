@@ -1,6 +1,7 @@
-//! A minimal, fast HTTP/1.1 upstream for the load script (benches/load.sh): GET answers
-//! a small fixed JSON document, POST reads the whole body and answers the same. It is
-//! the "direct" baseline the proxies are compared against.
+//! A minimal, fast HTTP/1.1 upstream for the load scripts (benches/load.sh, soak.sh):
+//! GET answers a small fixed JSON document (`/big`: about 1 MiB of JSON), POST reads
+//! the whole body and answers the same. It is the "direct" baseline the proxies are
+//! compared against.
 //!
 //! Usage: cargo run --release --example upstream -- 127.0.0.1:5000
 
@@ -18,10 +19,35 @@ use tokio::net::TcpListener;
 const DOC: &[u8] =
     br#"{"project_id":"P001","risk_score":0.37,"delay_risk":"medium","phase":9,"status":"ok"}"#;
 
+/// `GET /big`: about 1 MiB of JSON records with no secret in them, the same bytes every
+/// time (built once).
+fn big() -> Bytes {
+    static BIG: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    BIG.get_or_init(|| {
+        let mut out = String::from("[");
+        let mut i = 0;
+        while out.len() < 1 << 20 {
+            out.push_str(&format!(
+                r#"{{"project_id":"P{i:06}","risk_score":0.37,"delay_risk":"medium","note":"crane booked, pour on schedule"}},"#
+            ));
+            i += 1;
+        }
+        out.pop();
+        out.push(']');
+        Bytes::from(out)
+    })
+    .clone()
+}
+
 async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let doc = if req.uri().path().ends_with("/big") {
+        big()
+    } else {
+        Bytes::from_static(DOC)
+    };
     // Read the body whole so POST costs what a real app's would.
     let _ = req.into_body().collect().await;
-    let mut resp = Response::new(Full::new(Bytes::from_static(DOC)));
+    let mut resp = Response::new(Full::new(doc));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
