@@ -114,7 +114,10 @@ TOML
 
 # sitegate on $work/sitegate.toml; sets sg_pid.
 start_sitegate() { # listen-port
-    target/release/sitegate run --config "$work/sitegate.toml" >"$work/sitegate.log" 2>&1 &
+    # As deploy/ runs it: two glibc malloc arenas (MALLOC_ARENA_MAX=16 gives glibc's
+    # default on two cores, 8 per core).
+    MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-2} \
+        target/release/sitegate run --config "$work/sitegate.toml" >"$work/sitegate.log" 2>&1 &
     sg_pid=$!
     pids+=($sg_pid)
     wait_port "$1"
