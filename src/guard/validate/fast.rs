@@ -106,6 +106,38 @@ impl State<'_> {
         }
     }
 
+    /// Walks an array with `next` (one element read, `None` at the end), writing the
+    /// brackets and commas when `write`; returns how many elements there were.
+    fn elements<'de, A: SeqAccess<'de>>(
+        &self,
+        write: bool,
+        seq: &mut A,
+        mut next: impl FnMut(&mut A) -> Result<Option<()>, A::Error>,
+    ) -> Result<usize, A::Error> {
+        let write = write && self.out.is_some();
+        if write {
+            self.raw(b"[");
+        }
+        let mut n = 0;
+        loop {
+            // The comma goes before the element; a missing element means the end.
+            if write && n > 0 {
+                self.raw(b",");
+            }
+            if next(seq)?.is_none() {
+                if write && n > 0 {
+                    self.unwrite_separator();
+                }
+                break;
+            }
+            n += 1;
+        }
+        if write {
+            self.raw(b"]");
+        }
+        Ok(n)
+    }
+
     /// A comma before every element but the first.
     fn separator(&self, first: &mut bool) {
         if !std::mem::take(first) {
@@ -245,28 +277,19 @@ impl<'de> Visitor<'de> for Records<'_> {
             return no();
         }
         let mut n = 0usize;
-        st.raw(b"[");
-        loop {
-            // The comma goes before the element; a missing element means the end.
-            if n > 0 {
-                st.raw(b",");
-            }
+        st.elements(true, &mut seq, |seq| {
             let record = Record {
                 st,
                 depth: self.depth + 1,
             };
-            if seq.next_element_seed(record)?.is_none() {
-                if n > 0 {
-                    st.unwrite_separator();
-                }
-                break;
-            }
-            n += 1;
+            let more = seq.next_element_seed(record)?;
+            n += usize::from(more.is_some());
+            // Past max_records: stop reading; the full check says so.
             if n > st.rules.max_records {
                 return no();
             }
-        }
-        st.raw(b"]");
+            Ok(more)
+        })?;
         Ok(())
     }
 }
@@ -440,31 +463,13 @@ impl<'de> Visitor<'de> for Any<'_> {
         if self.depth >= st.rules.max_depth {
             return no();
         }
-        let write = self.write && st.out.is_some();
-        let mut n = 0;
-        if write {
-            st.raw(b"[");
-        }
-        loop {
-            if write && n > 0 {
-                st.raw(b",");
-            }
-            let item = Any {
+        st.elements(self.write, &mut seq, |seq| {
+            seq.next_element_seed(Any {
                 st,
                 depth: self.depth + 1,
-                write,
-            };
-            if seq.next_element_seed(item)?.is_none() {
-                if write && n > 0 {
-                    st.unwrite_separator();
-                }
-                break;
-            }
-            n += 1;
-        }
-        if write {
-            st.raw(b"]");
-        }
+                write: self.write,
+            })
+        })?;
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
@@ -620,39 +625,19 @@ impl<'de> Visitor<'de> for Field<'_> {
         if r.allowed.is_some() || self.depth >= st.rules.max_depth {
             return no();
         }
-        let write = self.write && st.out.is_some();
-        let mut n = 0usize;
-        if write {
-            st.raw(b"[");
-        }
-        loop {
-            if write && n > 0 {
-                st.raw(b",");
-            }
-            let more = match &r.items {
-                Some(item) => seq.next_element_seed(Field {
-                    st,
-                    rule: item,
-                    depth: self.depth + 1,
-                    write,
-                })?,
-                None => seq.next_element_seed(Any {
-                    st,
-                    depth: self.depth + 1,
-                    write,
-                })?,
-            };
-            if more.is_none() {
-                if write && n > 0 {
-                    st.unwrite_separator();
-                }
-                break;
-            }
-            n += 1;
-        }
-        if write {
-            st.raw(b"]");
-        }
+        let n = st.elements(self.write, &mut seq, |seq| match &r.items {
+            Some(item) => seq.next_element_seed(Field {
+                st,
+                rule: item,
+                depth: self.depth + 1,
+                write: self.write,
+            }),
+            None => seq.next_element_seed(Any {
+                st,
+                depth: self.depth + 1,
+                write: self.write,
+            }),
+        })?;
         if r.min_items.is_some_and(|m| n < m) || r.max_items.is_some_and(|m| n > m) {
             return no();
         }
