@@ -500,15 +500,13 @@ impl<'de> DeserializeSeed<'de> for Field<'_> {
 }
 
 impl Field<'_> {
-    /// The full check's type rule (`kind_ok`), for a value of kind `k`.
+    /// The type rule, for a value of kind `k`.
     fn kind<E: de::Error>(&self, k: Kind, integral: bool) -> Result<(), E> {
-        let r = self.rule;
-        let ok = (k == Kind::Null && r.nullable)
-            || r.kinds.is_empty()
-            || r.kinds.contains(&k)
-            || (k == Kind::Integer && r.kinds.contains(&Kind::Number))
-            || (k == Kind::Number && integral && r.kinds.contains(&Kind::Integer));
-        if ok { Ok(()) } else { no() }
+        if self.rule.accepts(k, integral) {
+            Ok(())
+        } else {
+            no()
+        }
     }
 
     /// Enum, then the value written.
@@ -577,13 +575,7 @@ impl<'de> Visitor<'de> for Field<'_> {
                 s = s.trim();
                 st.changed.set(true);
             }
-            let wants_number = r
-                .kinds
-                .iter()
-                .any(|k| matches!(k, Kind::Number | Kind::Integer));
-            if r.coerce
-                && wants_number
-                && !r.kinds.contains(&Kind::String)
+            if r.coerces()
                 && let Ok(n) = s.trim().parse::<Number>()
             {
                 st.changed.set(true);

@@ -396,15 +396,7 @@ fn kind_of(v: &Value) -> Kind {
 }
 
 fn kind_ok(rule: &Rule, v: &Value) -> bool {
-    let k = kind_of(v);
-    if k == Kind::Null && rule.nullable {
-        return true;
-    }
-    rule.kinds.is_empty()
-        || rule.kinds.contains(&k)
-        // An integer is a number; a float with no fraction is an integer.
-        || (k == Kind::Integer && rule.kinds.contains(&Kind::Number))
-        || (k == Kind::Number && rule.kinds.contains(&Kind::Integer) && v.as_f64().is_some_and(|f| f.fract() == 0.0))
+    rule.accepts(kind_of(v), v.as_f64().is_some_and(|f| f.fract() == 0.0))
 }
 
 fn check_value(
@@ -424,13 +416,7 @@ fn check_value(
                 changed = true;
             }
         }
-        let wants_number = rule
-            .kinds
-            .iter()
-            .any(|k| matches!(k, Kind::Number | Kind::Integer));
-        if rule.coerce
-            && wants_number
-            && !rule.kinds.contains(&Kind::String)
+        if rule.coerces()
             && let Value::String(s) = &*v
             && let Ok(n) = s.trim().parse::<serde_json::Number>()
         {

@@ -135,6 +135,29 @@ pub struct Rule {
     pub max_items: Option<usize>,
 }
 
+impl Rule {
+    /// Whether a value of kind `k` has an accepted type (`integral`: a number without a
+    /// fraction). An integer is a number, and a float with no fraction an integer.
+    pub fn accepts(&self, k: Kind, integral: bool) -> bool {
+        (k == Kind::Null && self.nullable)
+            || self.kinds.is_empty()
+            || self.kinds.contains(&k)
+            || (k == Kind::Integer && self.kinds.contains(&Kind::Number))
+            || (k == Kind::Number && integral && self.kinds.contains(&Kind::Integer))
+    }
+
+    /// With `sanitize`, whether a numeric string becomes a number under this rule:
+    /// `coerce`, a number wanted, and a string not accepted as it is.
+    pub fn coerces(&self) -> bool {
+        self.coerce
+            && self
+                .kinds
+                .iter()
+                .any(|k| matches!(k, Kind::Number | Kind::Integer))
+            && !self.kinds.contains(&Kind::String)
+    }
+}
+
 /// The rules of an object's fields.
 #[derive(Debug, Clone, Default)]
 pub struct ObjectRule {
@@ -175,7 +198,7 @@ impl ObjectRule {
 
     /// The rule for `key`, if any.
     pub fn field(&self, key: &str) -> Option<&Rule> {
-        self.fields.iter().find(|(k, _)| k == key).map(|(_, r)| r)
+        self.field_index(key).map(|i| &self.fields[i].1)
     }
 }
 
