@@ -426,16 +426,21 @@ async fn upstream_connections_are_reused_and_idle_ones_closed() {
     .await;
 }
 
-#[tokio::test]
-async fn a_client_that_never_finishes_its_headers_is_cut_off() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let env = Env::start_with_main(|main| {
+/// A proxy that gives clients 300 ms to send a request head.
+async fn with_short_header_timeout() -> Env {
+    Env::start_with_main(|main| {
         main.replace(
             "shutdown_grace = \"5s\"",
             "shutdown_grace = \"5s\"\nheader_read_timeout = \"300ms\"",
         )
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = with_short_header_timeout().await;
     let mut s = tokio::net::TcpStream::connect(env.proxy.addr)
         .await
         .unwrap();
@@ -452,13 +457,7 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
 #[tokio::test]
 async fn a_client_that_connects_and_says_nothing_is_cut_off() {
     use tokio::io::AsyncReadExt;
-    let env = Env::start_with_main(|main| {
-        main.replace(
-            "shutdown_grace = \"5s\"",
-            "shutdown_grace = \"5s\"\nheader_read_timeout = \"300ms\"",
-        )
-    })
-    .await;
+    let env = with_short_header_timeout().await;
     // Not a byte: the protocol is never known, and the connection must still end.
     let mut silent = tokio::net::TcpStream::connect(env.proxy.addr)
         .await
@@ -509,13 +508,7 @@ async fn sheddable_routes_get_429_above_the_resource_thresholds() {
 #[tokio::test]
 async fn idle_keep_alive_connections_are_closed_after_the_header_read_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let env = Env::start_with_main(|main| {
-        main.replace(
-            "shutdown_grace = \"5s\"",
-            "shutdown_grace = \"5s\"\nheader_read_timeout = \"300ms\"",
-        )
-    })
-    .await;
+    let env = with_short_header_timeout().await;
     let mut s = tokio::net::TcpStream::connect(env.proxy.addr)
         .await
         .unwrap();
