@@ -111,6 +111,21 @@ impl Proc {
     }
 }
 
+/// The stand-in app, and the `sitegate` binary in front of it with `extra` in its main
+/// file and `routes` as routes.toml, in a temp dir (dropped in reverse: the proxy first).
+async fn in_front_of_the_stand_in(
+    extra: &str,
+    routes: &str,
+) -> (sitegate::demo::StandIn, tempfile::TempDir, Proc) {
+    let app = sitegate::demo::start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let main = write_policy(dir.path(), &app.addr.to_string(), extra, routes);
+    let p = Proc::start(&main);
+    (app, dir, p)
+}
+
 fn write_policy(dir: &Path, upstream: &str, extra: &str, routes: &str) -> std::path::PathBuf {
     let main = dir.join("sitegate.toml");
     std::fs::write(&main, main_toml(upstream, extra)).unwrap();
@@ -233,12 +248,7 @@ fn run_refuses_an_invalid_policy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_and_sigterm_drains_and_exits_0() {
-    let app = sitegate::demo::start(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let main = write_policy(dir.path(), &app.addr.to_string(), "", "");
-    let mut p = Proc::start(&main);
+    let (_app, _dir, mut p) = in_front_of_the_stand_in("", "").await;
     let metrics = format!("http://{}/metrics", p.admin);
     p.signal("-HUP");
     assert_eventually("SIGHUP triggered a reload", Duration::from_secs(10), || {
@@ -342,17 +352,7 @@ fn upload(len: usize) -> (sitegate::body::BoxBody, tokio::task::JoinHandle<Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_megabytes_stream_both_ways_intact_in_bounded_memory() {
     const LEN: usize = 50 * 1024 * 1024;
-    let app = sitegate::demo::start(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let main = write_policy(
-        dir.path(),
-        &app.addr.to_string(),
-        "[limits]\nmax_body = \"64 MiB\"\n",
-        "",
-    );
-    let p = Proc::start(&main);
+    let (_app, _dir, p) = in_front_of_the_stand_in("[limits]\nmax_body = \"64 MiB\"\n", "").await;
 
     // Up: a chunked 50 MB body reaches the app with the same SHA-256.
     let (body, feeder) = upload(LEN);
@@ -407,12 +407,7 @@ async fn fifty_megabytes_stream_both_ways_intact_in_bounded_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_megabytes_of_secrets_stream_redacted_in_flat_memory_and_logs_stay_clean() {
     const LEN: u64 = 100_000_000;
-    let app = sitegate::demo::start(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let main = write_policy(dir.path(), &app.addr.to_string(), "", "");
-    let p = Proc::start(&main);
+    let (_app, _dir, p) = in_front_of_the_stand_in("", "").await;
 
     let req = http::Request::get(format!("http://{}/secrets?n={LEN}", p.addr))
         .body(sitegate::body::full(""))
@@ -484,17 +479,11 @@ async fn a_hundred_megabytes_of_secrets_stream_redacted_in_flat_memory_and_logs_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_file_rotates_keeping_max_files_and_holds_no_secret() {
-    let app = sitegate::demo::start(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let main = write_policy(
-        dir.path(),
-        &app.addr.to_string(),
+    let (_app, dir, p) = in_front_of_the_stand_in(
         "\n[logging]\nfile = \"logs/sitegate.log\"\nmax_file_size = 2048\nmax_files = 3\n",
         "",
-    );
-    let p = Proc::start(&main);
+    )
+    .await;
     for i in 0..60 {
         let r = get(&format!(
             "http://{}/api/keys/AKIAIOSFODNN7EXAMPLE?n={i}",
@@ -542,17 +531,11 @@ async fn the_log_file_rotates_keeping_max_files_and_holds_no_secret() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_past_slow_after_writes_one_perf_warning() {
-    let app = sitegate::demo::start(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let main = write_policy(
-        dir.path(),
-        &app.addr.to_string(),
+    let (_app, _dir, p) = in_front_of_the_stand_in(
         "",
         "[[route]]\nname = \"slow\"\npath = \"/api/slow\"\nslow_after = \"100ms\"\n",
-    );
-    let p = Proc::start(&main);
+    )
+    .await;
     let fast = send(
         "GET",
         &format!("http://{}/api/slow?ms=1", p.addr),
@@ -656,17 +639,7 @@ fn try_shows_the_decision_and_the_forwarded_body() {
 async fn concurrent_large_uploads_stay_within_the_memory_budget() {
     // 100 concurrent 2 MB uploads to a validating route with a 16 MiB budget (the
     // README's benchmark runs the full 1 000 × 8 MB / 256 MiB case).
-    let app = sitegate::demo::start(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let main = write_policy(
-        dir.path(),
-        &app.addr.to_string(),
-        "\n[limits]\nbuffer_budget = \"16 MiB\"\nmax_records = 100000\n",
-        "[[route]]\nname = \"v\"\npath = \"/sha256\"\nschema = \"r\"\nmax_body = \"4 MiB\"\n\n[schema.r]\nrequired = [\"id\"]\n[schema.r.fields]\nid = { type = \"integer\" }\n",
-    );
-    let p = Proc::start(&main);
+    let (_app, _dir, p) = in_front_of_the_stand_in("\n[limits]\nbuffer_budget = \"16 MiB\"\nmax_records = 100000\n", "[[route]]\nname = \"v\"\npath = \"/sha256\"\nschema = \"r\"\nmax_body = \"4 MiB\"\n\n[schema.r]\nrequired = [\"id\"]\n[schema.r.fields]\nid = { type = \"integer\" }\n").await;
     let record = r#"{"id":1,"note":"0123456789012345678901234567890123456789"},"#;
     let mut body = String::from("[");
     while body.len() < 2_000_000 {
