@@ -1,5 +1,5 @@
 //! The built-in secret detectors. Each has a stable name, the literal keywords that must
-//! appear in a match (the Aho-Corasick pre-filter: without a keyword hit, its regex
+//! appear in a match (the pre-filter of [`super::keywords`]: without a keyword hit, its regex
 //! never runs), how far before its keyword a match may start, the longest match, and,
 //! for generic formats, a check on the value (entropy floor, placeholders).
 

@@ -1,12 +1,13 @@
 //! The redaction engine: bytes in, bytes and findings out. Pure.
 //!
-//! One Aho-Corasick pass over the input finds the detectors' keywords; only around a
+//! One pass over the input finds the detectors' keywords ([`keywords`]); only around a
 //! keyword hit does a detector's regex run, in a window bounded by the detector's
 //! longest match. Because every match is bounded, the same engine redacts a stream
 //! chunk by chunk and gives exactly the whole-buffer result: it holds back only the
 //! bytes a match could still start in (see [`Redactor::scan`]).
 
 pub mod detectors;
+pub mod keywords;
 #[doc(hidden)]
 pub mod samples;
 pub mod stream;
@@ -14,10 +15,10 @@ pub mod stream;
 use std::ops::Range;
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::bytes::Regex;
 
 use detectors::{BUILTINS, Check, Redact};
+use keywords::Keywords;
 
 /// Bytes of already-emitted input kept before the scan start, so a regex sees the
 /// character before a match (word boundaries) and keywords' look-back.
@@ -117,7 +118,7 @@ struct Candidate {
 #[derive(Debug)]
 pub struct Redactor {
     detectors: Vec<Detector>,
-    keywords: Option<AhoCorasick>,
+    keywords: Keywords,
     /// Keyword pattern id → the detectors that own it.
     owners: Vec<Vec<usize>>,
     /// Detectors without keywords: their regex scans everything.
@@ -209,18 +210,8 @@ impl Redactor {
                 }
             }
         }
-        let keywords = if patterns.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasickBuilder::new()
-                    .ascii_case_insensitive(true)
-                    .match_kind(MatchKind::Standard)
-                    .build(&patterns)
-                    .map_err(|e| BuildError(format!("keywords: {e}")))?,
-            )
-        };
-        let longest_keyword = patterns.iter().map(String::len).max().unwrap_or(0);
+        let keywords = Keywords::new(&patterns);
+        let longest_keyword = keywords.longest();
         let max_lookback = detectors.iter().map(|d| d.lookback).max().unwrap_or(0);
         let max_custom = full_scan
             .iter()
@@ -298,20 +289,18 @@ impl Redactor {
             len.saturating_sub(self.tail).max(from)
         };
         let mut candidates: Vec<Candidate> = Vec::new();
-        if let Some(ac) = &self.keywords {
-            for hit in ac.find_overlapping_iter(&hay[from..]) {
-                let s = from + hit.start();
-                for &d in &self.owners[hit.pattern().as_usize()] {
-                    let det = &self.detectors[d];
-                    if !eof && s + det.max_len + 1 > len {
-                        // Its match could still grow: hold from where it could start.
-                        safe = safe.min(s.saturating_sub(det.lookback).max(from));
-                        continue;
-                    }
-                    self.try_at(hay, d, s, from, &mut candidates);
+        self.keywords.find(&hay[from..], |keyword, start| {
+            let s = from + start;
+            for &d in &self.owners[keyword] {
+                let det = &self.detectors[d];
+                if !eof && s + det.max_len + 1 > len {
+                    // Its match could still grow: hold from where it could start.
+                    safe = safe.min(s.saturating_sub(det.lookback).max(from));
+                    continue;
                 }
+                self.try_at(hay, d, s, from, &mut candidates);
             }
-        }
+        });
         for &d in &self.full_scan {
             let det = &self.detectors[d];
             let mut at = from;
