@@ -68,7 +68,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(r.redact(black_box(&json))))
     });
     g.finish();
-    let small = br#"{"project_id":"P001","risk_score":0.37,"delay_risk":"medium","recommendations":["add a buffer to the concrete pour schedule","review subcontractor capacity"],"phase":9,"model":"delay-predictor@2.1.0","generated_at":"2026-11-28T00:00:00Z","confidence":0.81,"site":"north yard","weather":"rain"}"#;
+    let small = br#"{"project_id":"P001","risk_score":0.37,"delay_risk":"medium","recommendations":["add a buffer to the concrete pour schedule","review subcontractor capacity"],"phase":9,"model":"delay-predictor@2.1.0","generated_at":"2026-11-28T00:00:00Z","confidence":0.81,"site":"north yard","weather":"rain","crew":"concrete team B-12"}"#;
     let mut g = c.benchmark_group("redact-small");
     g.bench_function(format!("clean JSON response, {} bytes", small.len()), |b| {
         b.iter(|| black_box(r.redact(black_box(small))))
