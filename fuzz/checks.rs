@@ -13,6 +13,7 @@ use sitegate::error::ErrorCode;
 use sitegate::guard::limits::decode_body;
 use sitegate::guard::validate::{self, schema::BodyRules};
 use sitegate::redact::Redactor;
+use sitegate::redact::keywords::Keywords;
 use sitegate::redact::stream::Redacting;
 
 /// The shipped phase 9 route (the `project` schema, a batch that is refused whole)
@@ -121,13 +122,51 @@ fn redactor() -> Arc<Redactor> {
     R.get_or_init(sitegate::redact::default_redactor).clone()
 }
 
+/// The built-in detectors' keywords and the default JSON keys' (as the engine builds
+/// them), compiled into the keyword pre-filter.
+fn keywords() -> &'static (Vec<Vec<u8>>, Keywords) {
+    static K: OnceLock<(Vec<Vec<u8>>, Keywords)> = OnceLock::new();
+    K.get_or_init(|| {
+        let mut list: Vec<Vec<u8>> = sitegate::redact::detectors::BUILTINS
+            .iter()
+            .flat_map(|b| b.keywords.iter().map(|k| k.as_bytes().to_vec()))
+            .collect();
+        list.extend(
+            sitegate::redact::DEFAULT_JSON_KEYS
+                .iter()
+                .map(|k| format!("\"{k}").into_bytes()),
+        );
+        let compiled = Keywords::new(&list);
+        (list, compiled)
+    })
+}
+
 /// Streaming redaction equals whole-buffer redaction for any cut of the input: the
-/// first two bytes seed the chunk sizes (1 byte up to 4 KiB).
+/// first two bytes seed the chunk sizes (1 byte up to 4 KiB). And the keyword
+/// pre-filter, which both rely on, misses no keyword a naive search finds.
 pub fn redact_stream(data: &[u8]) {
     if data.len() < 2 {
         return;
     }
     let (seed, input) = data.split_at(2);
+    let (list, compiled) = keywords();
+    let mut found = Vec::new();
+    compiled.find(input, |id, at| found.push((id, at)));
+    let mut naive = Vec::new();
+    for at in 0..input.len() {
+        for (id, k) in list.iter().enumerate() {
+            if input
+                .get(at..at + k.len())
+                .is_some_and(|h| h.eq_ignore_ascii_case(k))
+            {
+                naive.push((id, at));
+            }
+        }
+    }
+    assert!(
+        found == naive,
+        "the keyword pre-filter disagrees with a naive search"
+    );
     let redactor = redactor();
     let whole = match redactor.redact(input) {
         Some((out, _)) => out,
