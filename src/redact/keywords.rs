@@ -91,8 +91,9 @@ impl Keywords {
             k.patterns.push(p.into_boxed_slice());
         }
         // Slots with the same keywords share a list (all the slots of a short keyword).
-        // Past 255 lists (hundreds of JSON keys), the rest share the last one: a longer
-        // list only costs more comparisons at its slots.
+        // A slot holds a one-byte list number, so past 254 lists (hundreds of JSON
+        // keys) the remaining slots share a 255th, merged list: a longer list only
+        // costs more comparisons at its slots, never a miss.
         let mut seen: std::collections::HashMap<Vec<usize>, u8> = Default::default();
         let mut overflow: Vec<usize> = Vec::new();
         let mut overflow_slots = Vec::new();
