@@ -144,6 +144,13 @@ impl State<'_> {
             self.raw(b",");
         }
     }
+
+    /// An object member's key, after a comma unless it is the first.
+    fn key(&self, first: &mut bool, key: &str) {
+        self.separator(first);
+        self.json(key);
+        self.raw(b":");
+    }
 }
 
 /// "Leave it to the full check": the reason does not matter, the full check finds it.
@@ -358,9 +365,7 @@ impl<'de> Visitor<'de> for Object<'_> {
                 }
                 seen |= 1 << i;
                 if write {
-                    st.separator(&mut first);
-                    st.json(&*k);
-                    st.raw(b":");
+                    st.key(&mut first, &k);
                 }
                 map.next_value_seed(Field {
                     st,
@@ -382,9 +387,7 @@ impl<'de> Visitor<'de> for Object<'_> {
                 Additional::Reject => return no(),
             };
             if write && keep {
-                st.separator(&mut first);
-                st.json(&*k);
-                st.raw(b":");
+                st.key(&mut first, &k);
             }
             map.next_value_seed(Any {
                 st,
