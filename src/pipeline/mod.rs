@@ -310,28 +310,36 @@ fn prepare_request_headers(
     // sitegate already answered any `Expect: 100-continue` by reading the body.
     h.remove(http::header::EXPECT);
     // An HTTP/2 request carries its host in the URI; the app expects a Host header.
-    if !h.contains_key(HOST)
-        && let Some(v) = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    {
-        h.insert(HOST, v);
-    }
-    if let Some(host) = h.get(HOST).cloned() {
+    // (Each lookup below hashes the name: one per header, on every request.)
+    let host = match h.get(HOST) {
+        Some(v) => Some(v.clone()),
+        None => {
+            let v = parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+            if let Some(v) = &v {
+                h.insert(HOST, v.clone());
+            }
+            v
+        }
+    };
+    if let Some(host) = host {
         h.insert(headers::FORWARDED_HOST, host);
     }
-    let xff = match h.get(headers::FORWARDED_FOR).map(HeaderValue::as_bytes) {
-        Some(prev) => {
+    match h.entry(headers::FORWARDED_FOR) {
+        http::header::Entry::Occupied(mut e) => {
+            let prev = e.get().as_bytes();
             let mut v = Vec::with_capacity(prev.len() + 2 + peer.ip.len());
             v.extend_from_slice(prev);
             v.extend_from_slice(b", ");
             v.extend_from_slice(peer.ip.as_bytes());
-            HeaderValue::from_bytes(&v).unwrap_or_else(|_| peer.ip.clone())
+            e.insert(HeaderValue::from_bytes(&v).unwrap_or_else(|_| peer.ip.clone()));
         }
-        None => peer.ip.clone(),
-    };
-    h.insert(headers::FORWARDED_FOR, xff);
+        http::header::Entry::Vacant(e) => {
+            e.insert(peer.ip.clone());
+        }
+    }
     h.insert(headers::FORWARDED_PROTO, HeaderValue::from_static("http"));
     h.insert(REQUEST_ID, request_id.clone());
 }
