@@ -170,3 +170,6 @@ fds() { ls "/proc/$1/fd" | wc -l; }
 # CPU ticks (user, system) used so far by a set of processes.
 ticks() { local u=0 s=0; for p in "$@"; do read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat"); u=$((u + a)); s=$((s + b)); done; echo "$u $s"; }
 hz=$(getconf CLK_TCK)
+# The whole machine's CPU ticks so far: busy (user, nice, system, irq, softirq, steal)
+# and idle (idle, iowait).
+machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat; }

@@ -10,8 +10,10 @@
 #
 # Installs wrk and nginx from Debian's packages when they are missing (needs root).
 # Prints requests/s, p50/p99/p99.9 latency and the CPU the process under test spent per
-# request (user and kernel) per case, the ratios, the latency sitegate and nginx add at
-# one connection, and sitegate's idle and peak RSS. Everything listens on 127.0.0.1.
+# request (user and kernel) per case, with the rest of the machine's CPU per request
+# (the upstream, everything else, idle), the ratios, the CPU budget a proxy has for 1.2x
+# nginx's requests/s, the latency sitegate and nginx add at one connection, and
+# sitegate's idle and peak RSS. Everything listens on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -69,16 +71,20 @@ wrk_script "$work/post-key.lua" "$work/record.json" "$key"
 wrk_script "$work/batch.lua" "$work/batch.json"
 wrk_script "$work/batch-key.lua" "$work/batch.json" "$key"
 
-declare -A RPS P50 P99 P999
+declare -A RPS P50 P99 P999 N CPU_PROXY CPU_UP CPU_REST CPU_IDLE
 run_case() { # name url script conns pids...
     local name=$1 url=$2 script=$3 conns=$4
     shift 4
     local args=(-t"$THREADS" -c"$conns" --latency -s "$script")
     wrk "${args[@]}" -d3s "$url" >/dev/null 2>&1 || true   # warm-up of pools and caches
-    local out before after
+    local out before after up_before up_after m_before m_after
     before=$(ticks "$@")
+    up_before=$(ticks "$up_pid")
+    m_before=$(machine_ticks)
     out=$(wrk "${args[@]}" -d"$DURATION" "$url")
     after=$(ticks "$@")
+    up_after=$(ticks "$up_pid")
+    m_after=$(machine_ticks)
     RPS[$name]=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
     P50[$name]=$(awk '$1=="50%" {print $2}' <<<"$out")
     P99[$name]=$(awk '$1=="99%" {print $2}' <<<"$out")
@@ -89,8 +95,21 @@ run_case() { # name url script conns pids...
     # CPU of the process under test per request, split into user and kernel time.
     cpu=$(python3 -c "b='$before'.split(); a='$after'.split(); n=$n; hz=$hz
 print(f'{(int(a[0])-int(b[0]))/hz/n*1e6:6.1f} user + {(int(a[1])-int(b[1]))/hz/n*1e6:6.1f} sys us/req')")
-    printf '%-17s %9s req/s  p50 %-8s p99 %-8s p99.9 %-9s %s %s\n' "$name" "${RPS[$name]}" \
-        "${P50[$name]}" "${P99[$name]}" "${P999[$name]}" "$cpu" "$errors"
+    # Where the whole machine's CPU went per request: the process under test, the
+    # upstream, the rest (wrk, softirq time the kernel charges to no process, other
+    # tasks) and idle. With the cores saturated these add up to cores / requests/s.
+    read -r "CPU_PROXY[$name]" "CPU_UP[$name]" "CPU_REST[$name]" "CPU_IDLE[$name]" < <(python3 -c "
+n=$n; hz=$hz
+d=lambda a, b: sum(map(int, a.split())) - sum(map(int, b.split()))
+proxy = 0 if '$*' == '$up_pid' else d('$after', '$before')
+up = d('$up_after', '$up_before')
+busy, idle = (int(a) - int(b) for a, b in zip('$m_after'.split(), '$m_before'.split()))
+us = lambda t: t / hz / n * 1e6
+print(f'{us(proxy):.1f} {us(up):.1f} {us(busy - proxy - up):.1f} {us(idle):.1f}')")
+    N[$name]=$n
+    printf '%-17s %9s req/s  p50 %-8s p99 %-8s p99.9 %-9s %s | upstream %s, rest %s, idle %s %s\n' \
+        "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" "${P999[$name]}" "$cpu" \
+        "${CPU_UP[$name]}" "${CPU_REST[$name]}" "${CPU_IDLE[$name]}" "$errors"
 }
 
 UP="http://127.0.0.1:$UP_PORT"
@@ -145,6 +164,18 @@ echo "validated/pass-through: post $(ratio "${RPS[validated-post]}" "${RPS[siteg
      "1 MiB $(ratio "${RPS[redacted-big]}" "${RPS[sitegate-big]}")x"
 echo "full policy/nginx pass-through: post $(ratio "${RPS[full-post]}" "${RPS[nginx-post]}")x," \
      "batch $(ratio "${RPS[full-batch]}" "${RPS[nginx-batch]}")x"
+# The CPU budget: what a proxy may spend per request to make 1.2x nginx's requests/s,
+# given what the upstream, wrk and the rest of the machine spend per request around it
+# (taken from sitegate's own run of the case) and the idle time left.
+for kind in get post; do
+    python3 -c "
+cores, rps = $(nproc), float('${RPS[nginx-$kind]}')
+around = ${CPU_UP[sitegate-$kind]} + ${CPU_REST[sitegate-$kind]} + ${CPU_IDLE[sitegate-$kind]}
+budget = cores * 1e6 / (1.2 * rps) - around
+print(f'$kind: CPU per request (us) nginx ${CPU_PROXY[nginx-$kind]}, sitegate ${CPU_PROXY[sitegate-$kind]};'
+      f' around the proxy (upstream, wrk and the rest, idle) ${CPU_UP[sitegate-$kind]} + ${CPU_REST[sitegate-$kind]} + ${CPU_IDLE[sitegate-$kind]};'
+      f' 1.2x nginx leaves a proxy {budget:.1f} us')"
+done
 added=$(python3 -c "print(f'{$(us "${P50[sitegate-1conn]}") - $(us "${P50[direct-1conn]}"):.0f}')")
 added_ng=$(python3 -c "print(f'{$(us "${P50[nginx-1conn]}") - $(us "${P50[direct-1conn]}"):.0f}')")
 echo "added p50 latency at one connection: sitegate ${added} us, nginx ${added_ng} us"
