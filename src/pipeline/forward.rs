@@ -46,10 +46,19 @@ struct Head {
 
 impl Head {
     fn request(&self, body: BoxBody) -> Request<BoxBody> {
+        Self {
+            method: self.method.clone(),
+            uri: self.uri.clone(),
+            headers: self.headers.clone(),
+        }
+        .into_request(body)
+    }
+
+    fn into_request(self, body: BoxBody) -> Request<BoxBody> {
         let mut req = Request::new(body);
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.uri.clone();
-        *req.headers_mut() = self.headers.clone();
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
+        *req.headers_mut() = self.headers;
         req
     }
 }
@@ -171,11 +180,13 @@ pub(super) async fn forward(
     if retry.is_some() {
         shared.retry_budget.load().deposit();
     }
-    let head = Head {
+    // Kept for a second attempt only when there may be one; otherwise it moves into
+    // the one request (copying a header map costs more than the rest of this function).
+    let mut head = Some(Head {
         method: parts.method,
         uri: parts.uri,
         headers: parts.headers,
-    };
+    });
     let upstream = shared.upstreams[ctx.worker].load_full();
     let circuit_cfg = &policy.upstream.circuit;
     let label = || RouteLabel {
@@ -195,7 +206,15 @@ pub(super) async fn forward(
             (None, None) => return Err(Failure::Internal),
         };
         let sent = Instant::now();
-        let result = upstream.send(head.request(body), route.timeout).await;
+        let req = match (&head, retry) {
+            (Some(h), Some(_)) => h.request(body),
+            _ => match head.take() {
+                Some(h) => h.into_request(body),
+                // Without a retry policy the loop below never comes round again.
+                None => return Err(Failure::Internal),
+            },
+        };
+        let result = upstream.send(req, route.timeout).await;
         let elapsed = sent.elapsed();
         ctx.upstream_ms = Some(elapsed);
         let outcome = match result {
