@@ -8,6 +8,8 @@
 #
 #   bash benches/instructions.sh                      # small GET, pass-through route
 #   URL=/api/redacted bash benches/instructions.sh    # any route of the load policy
+#   POST=1 URL=/models/delay-predictor/2.1.0/predict bash benches/instructions.sh
+#                                   # POST load.sh's 2 KB record (with its API key)
 #   PROFILE=/tmp/cg.out bash benches/instructions.sh  # keep the profile for callgrind_annotate
 #
 # Installs valgrind from Debian's packages when it is missing (needs root).
@@ -36,14 +38,18 @@ sg_pid=$!
 pids+=($sg_pid)
 wait_port "$SG_PORT"
 
+body=
+if [ -n "${POST:-}" ]; then write_bodies; body=$work/record.json; fi
 client() { # requests
-    python3 - "$SG_PORT" "$URL" "$1" <<'PY'
+    python3 - "$SG_PORT" "$URL" "$1" "$body" "$key" <<'PY'
 import http.client, sys
-port, url, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+port, url, n, body, key = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+data = open(body, "rb").read() if body else None
+headers = {"Content-Type": "application/json", "X-API-Key": key} if data else {}
 conns = [http.client.HTTPConnection("127.0.0.1", port) for _ in range(4)]
 for i in range(n):
     c = conns[i % 4]
-    c.request("GET", url)
+    c.request("POST" if data else "GET", url, body=data, headers=headers)
     r = c.getresponse()
     r.read()
     assert r.status == 200, f"{url}: {r.status}"
@@ -57,6 +63,6 @@ callgrind_control -d "$sg_pid" >/dev/null 2>&1
 sleep 0.5
 profile=$(ls -t "$work"/cg.out* | head -1)
 ir=$(awk '/^summary:/ {print $2}' "$profile")
-echo "GET $URL: $((ir / N)) instructions per request in sitegate (callgrind, $N requests)"
+echo "$([ -n "${POST:-}" ] && echo POST || echo GET) $URL: $((ir / N)) instructions per request in sitegate (callgrind, $N requests)"
 [ -n "${PROFILE:-}" ] && cp "$profile" "$PROFILE"
 exit 0

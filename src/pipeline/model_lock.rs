@@ -23,11 +23,7 @@ fn value(
     json: Option<&Value>,
 ) -> Option<Value> {
     match source.as_ref()? {
-        ValueSource::Path(p) => route
-            .params(parts.uri.path())
-            .into_iter()
-            .find(|(k, _)| k == p)
-            .map(|(_, v)| Value::String(v)),
+        ValueSource::Path(p) => route.param(parts.uri.path(), p).map(Value::String),
         ValueSource::Json(pointer) => json?.pointer(pointer).cloned(),
         ValueSource::Header(h) => parts
             .headers

@@ -162,16 +162,11 @@ impl Route {
         }
     }
 
-    /// The path parameters of `path` (empty for the catch-all).
-    pub fn params(&self, path: &str) -> Vec<(String, String)> {
-        match self.matcher.as_ref().and_then(|m| m.at(path).ok()) {
-            Some(found) => found
-                .params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            None => Vec::new(),
-        }
+    /// The value of one path parameter for `path`, if the route has it (never for the
+    /// catch-all).
+    pub fn param(&self, path: &str, name: &str) -> Option<String> {
+        let found = self.matcher.as_ref()?.at(path).ok()?;
+        found.params.get(name).map(str::to_string)
     }
 
     /// True when the route's path pattern has a parameter `name`.
