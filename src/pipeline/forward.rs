@@ -38,6 +38,7 @@ fn idempotent(method: &Method) -> bool {
 }
 
 /// The request head, kept so that a retry can send it again.
+#[derive(Clone)]
 struct Head {
     method: Method,
     uri: Uri,
@@ -45,15 +46,6 @@ struct Head {
 }
 
 impl Head {
-    fn request(&self, body: BoxBody) -> Request<BoxBody> {
-        Self {
-            method: self.method.clone(),
-            uri: self.uri.clone(),
-            headers: self.headers.clone(),
-        }
-        .into_request(body)
-    }
-
     fn into_request(self, body: BoxBody) -> Request<BoxBody> {
         let mut req = Request::new(body);
         *req.method_mut() = self.method;
@@ -207,7 +199,7 @@ pub(super) async fn forward(
         };
         let sent = Instant::now();
         let req = match (&head, retry) {
-            (Some(h), Some(_)) => h.request(body),
+            (Some(h), Some(_)) => h.clone().into_request(body),
             _ => match head.take() {
                 Some(h) => h.into_request(body),
                 // Without a retry policy the loop below never comes round again.
