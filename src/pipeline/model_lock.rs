@@ -18,12 +18,12 @@ pub const MODEL_VERSION: HeaderName = HeaderName::from_static("x-sitegate-model-
 
 fn value(
     source: &Option<ValueSource>,
-    route: &Route,
+    params: Option<&matchit::Params>,
     parts: &http::request::Parts,
     json: Option<&Value>,
 ) -> Option<Value> {
     match source.as_ref()? {
-        ValueSource::Path(p) => route.param(parts.uri.path(), p).map(Value::String),
+        ValueSource::Path(p) => params?.get(p).map(|v| Value::String(v.to_string())),
         ValueSource::Json(pointer) => json?.pointer(pointer).cloned(),
         ValueSource::Header(h) => parts
             .headers
@@ -53,11 +53,14 @@ pub(super) fn check(
     parts: &mut http::request::Parts,
     json: Option<&Value>,
 ) -> Result<(), Failure> {
+    // The path is matched once for every value taken from it.
+    let params = route.params(parts.uri.path());
+    let params = params.as_ref();
     let facts = ModelFacts {
-        name: text(value(&model.name, route, parts, json)),
-        version: text(value(&model.version, route, parts, json)),
-        force: value(&model.force, route, parts, json),
-        confirm: text(value(&model.confirm, route, parts, json)),
+        name: text(value(&model.name, params, parts, json)),
+        version: text(value(&model.version, params, parts, json)),
+        force: value(&model.force, params, parts, json),
+        confirm: text(value(&model.confirm, params, parts, json)),
     };
     let decision = policy
         .models

@@ -162,11 +162,9 @@ impl Route {
         }
     }
 
-    /// The value of one path parameter for `path`, if the route has it (never for the
-    /// catch-all).
-    pub fn param(&self, path: &str, name: &str) -> Option<String> {
-        let found = self.matcher.as_ref()?.at(path).ok()?;
-        found.params.get(name).map(str::to_string)
+    /// The path parameters of `path`, borrowed from it (none for the catch-all).
+    pub fn params<'a>(&'a self, path: &'a str) -> Option<matchit::Params<'a, 'a>> {
+        Some(self.matcher.as_ref()?.at(path).ok()?.params)
     }
 
     /// True when the route's path pattern has a parameter `name`.
