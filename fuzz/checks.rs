@@ -13,7 +13,6 @@ use sitegate::error::ErrorCode;
 use sitegate::guard::limits::decode_body;
 use sitegate::guard::validate::{self, schema::BodyRules};
 use sitegate::redact::Redactor;
-use sitegate::redact::keywords::Keywords;
 use sitegate::redact::stream::Redacting;
 
 /// The shipped phase 9 route (the `project` schema, a batch that is refused whole)
@@ -122,25 +121,6 @@ fn redactor() -> Arc<Redactor> {
     R.get_or_init(sitegate::redact::default_redactor).clone()
 }
 
-/// The built-in detectors' keywords and the default JSON keys' (as the engine builds
-/// them), compiled into the keyword pre-filter.
-fn keywords() -> &'static (Vec<Vec<u8>>, Keywords) {
-    static K: OnceLock<(Vec<Vec<u8>>, Keywords)> = OnceLock::new();
-    K.get_or_init(|| {
-        let mut list: Vec<Vec<u8>> = sitegate::redact::detectors::BUILTINS
-            .iter()
-            .flat_map(|b| b.keywords.iter().map(|k| k.as_bytes().to_vec()))
-            .collect();
-        list.extend(
-            sitegate::redact::DEFAULT_JSON_KEYS
-                .iter()
-                .map(|k| format!("\"{k}").into_bytes()),
-        );
-        let compiled = Keywords::new(&list);
-        (list, compiled)
-    })
-}
-
 /// Streaming redaction equals whole-buffer redaction for any cut of the input: the
 /// first two bytes seed the chunk sizes (1 byte up to 4 KiB). And the keyword
 /// pre-filter, which both rely on, misses no keyword a naive search finds.
@@ -149,7 +129,9 @@ pub fn redact_stream(data: &[u8]) {
         return;
     }
     let (seed, input) = data.split_at(2);
-    let (list, compiled) = keywords();
+    let redactor = redactor();
+    let compiled = redactor.keywords();
+    let list = compiled.patterns();
     let mut found = Vec::new();
     compiled.find(input, |id, at| found.push((id, at)));
     // Naive, but only over the keywords whose first letter matches, to keep the fuzzer
@@ -171,7 +153,6 @@ pub fn redact_stream(data: &[u8]) {
         found == naive,
         "the keyword pre-filter disagrees with a naive search"
     );
-    let redactor = redactor();
     let whole = match redactor.redact(input) {
         Some((out, _)) => out,
         None => input.to_vec(),

@@ -123,6 +123,11 @@ impl Keywords {
         k
     }
 
+    /// The keywords, lower-cased, in id order.
+    pub fn patterns(&self) -> &[Box<[u8]>] {
+        &self.patterns
+    }
+
     /// The longest keyword, in bytes.
     pub fn longest(&self) -> usize {
         self.patterns.iter().map(|p| p.len()).max().unwrap_or(0)

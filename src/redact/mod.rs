@@ -134,6 +134,12 @@ pub struct Redactor {
 pub struct BuildError(String);
 
 impl Redactor {
+    /// The keyword pre-filter this engine runs (the fuzz checks compare it with a
+    /// naive search).
+    pub fn keywords(&self) -> &Keywords {
+        &self.keywords
+    }
+
     /// Compiles the built-ins (minus `disable`), the JSON-key detector and the site
     /// patterns.
     pub fn new(settings: &RedactionSettings) -> Result<Self, BuildError> {
