@@ -17,8 +17,13 @@ pub enum ErrorCode {
     MalformedJson,
     /// The body is JSON but breaks the route's rules.
     ValidationFailed,
-    /// The request itself is unusable (bad header, bad URI, ...).
+    /// The request itself is unusable (bad header, bad request target, ...).
     InvalidRequest,
+    /// The request path has no single canonical form (an encoded `/`, a control
+    /// character, a `..` above the root, invalid percent-encoding or UTF-8).
+    InvalidPath,
+    /// The client stopped sending its request body, or sent it too slowly.
+    RequestTimeout,
     /// No or bad credentials.
     Unauthorized,
     /// Credentials fine, action not allowed.
@@ -57,10 +62,12 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tables, docs and tests.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::MalformedJson,
         ErrorCode::ValidationFailed,
         ErrorCode::InvalidRequest,
+        ErrorCode::InvalidPath,
+        ErrorCode::RequestTimeout,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::OriginNotAllowed,
@@ -86,6 +93,8 @@ impl ErrorCode {
             ErrorCode::MalformedJson => "MALFORMED_JSON",
             ErrorCode::ValidationFailed => "VALIDATION_FAILED",
             ErrorCode::InvalidRequest => "INVALID_REQUEST",
+            ErrorCode::InvalidPath => "INVALID_PATH",
+            ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::OriginNotAllowed => "ORIGIN_NOT_ALLOWED",
@@ -110,9 +119,11 @@ impl ErrorCode {
     /// answers 503 through [`UpstreamFailure::status`].
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorCode::MalformedJson | ErrorCode::ValidationFailed | ErrorCode::InvalidRequest => {
-                StatusCode::BAD_REQUEST
-            }
+            ErrorCode::MalformedJson
+            | ErrorCode::ValidationFailed
+            | ErrorCode::InvalidRequest
+            | ErrorCode::InvalidPath => StatusCode::BAD_REQUEST,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden | ErrorCode::OriginNotAllowed => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
@@ -371,6 +382,8 @@ mod tests {
             ("MALFORMED_JSON", 400),
             ("VALIDATION_FAILED", 400),
             ("INVALID_REQUEST", 400),
+            ("INVALID_PATH", 400),
+            ("REQUEST_TIMEOUT", 408),
             ("UNAUTHORIZED", 401),
             ("FORBIDDEN", 403),
             ("ORIGIN_NOT_ALLOWED", 403),

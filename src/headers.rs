@@ -79,6 +79,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Removes every `X-Sitegate-*` header: on a request, only sitegate may set them.
+pub fn strip_sitegate(headers: &mut HeaderMap) {
+    // The same single pass as hop-by-hop stripping; allocates only when one is there.
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().starts_with("x-sitegate-"))
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +139,16 @@ mod tests {
         assert_eq!(left.len(), 2, "{left:?}");
         assert!(h.contains_key("content-type"));
         assert!(h.contains_key("x-api-key"));
+    }
+
+    #[test]
+    fn client_sitegate_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("x-sitegate-dropped", HeaderValue::from_static("0"));
+        h.insert("X-Sitegate-Model-Version", HeaderValue::from_static("9"));
+        h.insert("x-sitegatex", HeaderValue::from_static("kept"));
+        strip_sitegate(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-sitegatex"));
     }
 }

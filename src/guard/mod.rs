@@ -2,6 +2,7 @@
 //! No I/O, no clock: each is testable with a `#[test]`.
 
 pub mod access;
+pub mod canon;
 pub mod limits;
 pub mod shed;
 pub mod validate;

@@ -31,6 +31,9 @@ pub(crate) struct Ctx {
     pub(super) request_id: HeaderValue,
     pub(super) method: Method,
     pub(super) uri: http::Uri,
+    /// The decoded canonical path, when it differs from the one sent to the app (which
+    /// is `uri`'s): what routes and guards read.
+    pub(super) decoded_path: Option<Box<str>>,
     pub(super) route: Arc<str>,
     pub(super) slow_after: Option<std::time::Duration>,
     pub(super) start: Instant,
@@ -74,6 +77,7 @@ impl Ctx {
             request_id,
             method: req.method().clone(),
             uri: req.uri().clone(),
+            decoded_path: None,
             route: Arc::from(crate::policy::UNMATCHED),
             slow_after: None,
             start: Instant::now(),

@@ -32,7 +32,7 @@ use forward::{Forwarded, RequestBody};
 use crate::body::{BoxBody, IdleTimeout};
 use crate::error::{ErrorCode, Failure, Rejection};
 use crate::guard::limits::{check_framing, check_head};
-use crate::guard::{access, shed, validate};
+use crate::guard::{access, canon, shed, validate};
 use crate::headers::DROPPED;
 use crate::headers::{self, REQUEST_ID};
 use crate::observe::metrics::ShedLabels;
@@ -139,8 +139,11 @@ async fn proxy(
             .insert(REQUEST_ID, ctx.request_id.clone());
         return Ok(resp);
     }
+    // canonicalize: the one form every guard reads and the app receives.
+    canonicalize(ctx, &mut parts)?;
     // route
-    let Some(route) = policy.routes.find(&parts.method, parts.uri.path()) else {
+    let path = ctx.decoded_path.as_deref().unwrap_or(parts.uri.path());
+    let Some(route) = policy.routes.find(&parts.method, path) else {
         return Err(
             Rejection::new(ErrorCode::NotFound, "no route serves this method and path").into(),
         );
@@ -285,6 +288,53 @@ async fn proxy(
     Ok(Response::from_parts(parts, body))
 }
 
+/// canonicalize: refuses a method or request target the app could read differently,
+/// and rewrites the target to its canonical origin form (`guard::canon`). The decoded
+/// path, when it differs from the sent one, is kept in `ctx` for the guards.
+fn canonicalize(ctx: &mut Ctx, parts: &mut http::request::Parts) -> Result<(), Rejection> {
+    canon::method(&parts.method)?;
+    let http2 = parts.version == http::Version::HTTP_2;
+    let origin = canon::target(&parts.uri, &parts.headers, http2)?;
+    let (sent, query) = match origin.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (origin, None),
+    };
+    let canonical = canon::path(sent)?;
+    // An HTTP/1.1 absolute-form target is sent on in origin form; HTTP/2 keeps its
+    // :authority (the upstream call sets its own).
+    let absolute_h1 = !http2 && parts.uri.authority().is_some();
+    if canonical.unchanged(sent) && !absolute_h1 {
+        return Ok(());
+    }
+    let decoded = (canonical.path != canonical.encoded).then(|| Box::from(&*canonical.path));
+    let pq = match query {
+        Some(q) => format!("{}?{q}", canonical.encoded),
+        None => canonical.encoded.into_owned(),
+    };
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    if absolute_h1 {
+        if !parts.headers.contains_key(HOST)
+            && let Some(a) = uri
+                .authority
+                .as_ref()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(HOST, a);
+        }
+        uri.scheme = None;
+        uri.authority = None;
+    }
+    uri.path_and_query = Some(
+        http::uri::PathAndQuery::try_from(pq)
+            .map_err(|_| Rejection::new(ErrorCode::InvalidPath, "the request path is invalid"))?,
+    );
+    parts.uri = http::Uri::from_parts(uri)
+        .map_err(|_| Rejection::new(ErrorCode::InvalidRequest, "the request target is invalid"))?;
+    ctx.uri = parts.uri.clone();
+    ctx.decoded_path = decoded;
+    Ok(())
+}
+
 /// True when the request carries a body to check (a declared or chunked one, or any
 /// POST, PUT or PATCH: an empty one of those is checked, and refused, too).
 fn wants_body(parts: &http::request::Parts) -> bool {
@@ -307,6 +357,8 @@ fn prepare_request_headers(
 ) {
     let h = &mut parts.headers;
     headers::strip_hop_by_hop(h);
+    // The app must be able to trust sitegate's headers: none comes from the client.
+    headers::strip_sitegate(h);
     // sitegate already answered any `Expect: 100-continue` by reading the body.
     h.remove(http::header::EXPECT);
     // An HTTP/2 request carries its host in the URI; the app expects a Host header.

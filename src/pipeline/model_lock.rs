@@ -7,7 +7,8 @@ use http::header::HeaderName;
 use serde_json::Value;
 
 use super::ctx::Ctx;
-use crate::error::Failure;
+use crate::error::{ErrorCode, Failure, Rejection};
+use crate::guard::canon;
 use crate::observe::Category;
 use crate::observe::metrics::ModelDecisionLabels;
 use crate::policy::models::{Action, ModelFacts};
@@ -16,25 +17,44 @@ use crate::policy::{Policy, Route, RouteModel, ValueSource};
 /// The version an inference without one is served with.
 pub const MODEL_VERSION: HeaderName = HeaderName::from_static("x-sitegate-model-version");
 
+/// One value of the request, read the way the app will read it. A header or query
+/// parameter given more than once is refused: which copy the app reads is its code's
+/// business, and sitegate must decide on the same one.
 fn value(
     source: &Option<ValueSource>,
     params: Option<&matchit::Params>,
     parts: &http::request::Parts,
     json: Option<&Value>,
-) -> Option<Value> {
-    match source.as_ref()? {
-        ValueSource::Path(p) => params?.get(p).map(|v| Value::String(v.to_string())),
-        ValueSource::Json(pointer) => json?.pointer(pointer).cloned(),
-        ValueSource::Header(h) => parts
-            .headers
-            .get(h)
-            .and_then(|v| v.to_str().ok())
+) -> Result<Option<Value>, Rejection> {
+    let Some(source) = source.as_ref() else {
+        return Ok(None);
+    };
+    Ok(match source {
+        ValueSource::Path(p) => params
+            .and_then(|ps| ps.get(p))
             .map(|v| Value::String(v.to_string())),
-        ValueSource::Query(q) => parts.uri.query()?.split('&').find_map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (k == q).then(|| Value::String(v.to_string()))
-        }),
-    }
+        ValueSource::Json(pointer) => json.and_then(|j| j.pointer(pointer)).cloned(),
+        ValueSource::Header(h) => {
+            let mut values = parts.headers.get_all(h).iter();
+            let first = values.next();
+            if values.next().is_some() {
+                return Err(Rejection::new(
+                    ErrorCode::InvalidRequest,
+                    format!("the {h} header is given more than once"),
+                ));
+            }
+            first
+                .and_then(|v| v.to_str().ok())
+                .map(|v| Value::String(v.to_string()))
+        }
+        ValueSource::Query(q) => parts
+            .uri
+            .query()
+            .map(|query| canon::query_value(query, q))
+            .transpose()?
+            .flatten()
+            .map(Value::String),
+    })
 }
 
 fn text(v: Option<Value>) -> Option<String> {
@@ -42,6 +62,27 @@ fn text(v: Option<Value>) -> Option<String> {
         Value::String(s) => Some(s),
         other => Some(other.to_string()),
     }
+}
+
+/// The model-lock facts of a request: `path` is the decoded canonical path the route
+/// matched, `json` the body when a source reads it. Pure, shared by the proxy and
+/// `sitegate try`.
+pub(crate) fn facts(
+    route: &Route,
+    model: &RouteModel,
+    path: &str,
+    parts: &http::request::Parts,
+    json: Option<&Value>,
+) -> Result<ModelFacts, Rejection> {
+    // The path is matched once for every value taken from it.
+    let params = route.params(path);
+    let params = params.as_ref();
+    Ok(ModelFacts {
+        name: text(value(&model.name, params, parts, json)?),
+        version: text(value(&model.version, params, parts, json)?),
+        force: value(&model.force, params, parts, json)?,
+        confirm: text(value(&model.confirm, params, parts, json)?),
+    })
 }
 
 /// Decides; on a denial, counts it, logs it (`ai_error`) and returns the rejection.
@@ -53,15 +94,8 @@ pub(super) fn check(
     parts: &mut http::request::Parts,
     json: Option<&Value>,
 ) -> Result<(), Failure> {
-    // The path is matched once for every value taken from it.
-    let params = route.params(parts.uri.path());
-    let params = params.as_ref();
-    let facts = ModelFacts {
-        name: text(value(&model.name, params, parts, json)),
-        version: text(value(&model.version, params, parts, json)),
-        force: value(&model.force, params, parts, json),
-        confirm: text(value(&model.confirm, params, parts, json)),
-    };
+    let path = ctx.decoded_path.as_deref().unwrap_or(parts.uri.path());
+    let facts = facts(route, model, path, parts, json)?;
     let decision = policy
         .models
         .decide(&policy.model_policy, model.action, &facts);
