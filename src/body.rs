@@ -36,6 +36,8 @@ pub struct BodyStats {
     bytes: AtomicU64,
     over_limit: AtomicBool,
     client_failed: AtomicBool,
+    client_stalled: AtomicBool,
+    waiting_on_client: AtomicBool,
 }
 
 impl BodyStats {
@@ -53,6 +55,18 @@ impl BodyStats {
     /// went away mid-body. The upstream request it fed failed for the client's sake.
     pub fn client_failed(&self) -> bool {
         self.client_failed.load(Ordering::Relaxed)
+    }
+
+    /// True once the client let its body stall longer than `client_body_timeout`.
+    pub fn client_stalled(&self) -> bool {
+        self.client_stalled.load(Ordering::Relaxed)
+    }
+
+    /// True while the body is waiting for the client's next bytes (as opposed to
+    /// waiting for the app to read them, or being done). A timeout that strikes then
+    /// is the client's doing, not the app's.
+    pub fn waiting_on_client(&self) -> bool {
+        self.waiting_on_client.load(Ordering::Relaxed)
     }
 }
 
@@ -92,6 +106,19 @@ where
     });
 }
 
+/// A client's request body as sitegate reads it: held to `limit` bytes, and to at
+/// most `idle` between two pieces (`client_body_timeout`). What went wrong, if
+/// anything, is recorded in `stats`, so the caller can tell the client's fault (too
+/// large, stalled, broken) from the app's.
+pub fn from_client<B>(
+    body: B,
+    limit: u64,
+    idle: Duration,
+    stats: Arc<BodyStats>,
+) -> Limited<IdleTimeout<B>> {
+    Limited::new(IdleTimeout::new(body, idle), limit, stats)
+}
+
 /// A request body that fails as soon as it passes `limit` bytes, so a chunked upload
 /// that is too large is cut off while it streams and the upstream request is aborted.
 pub struct Limited<B> {
@@ -128,11 +155,19 @@ where
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(Some(Err(Box::new(TooLarge(this.limit)))));
         };
-        let frame = match ready!(Pin::new(inner).poll_frame(cx)) {
+        let polled = Pin::new(inner).poll_frame(cx);
+        this.stats
+            .waiting_on_client
+            .store(polled.is_pending(), Ordering::Relaxed);
+        let frame = match ready!(polled) {
             None => return Poll::Ready(None),
             Some(Err(e)) => {
+                let e: BoxError = e.into();
+                if e.is::<Stalled>() {
+                    this.stats.client_stalled.store(true, Ordering::Relaxed);
+                }
                 this.stats.client_failed.store(true, Ordering::Relaxed);
-                return Poll::Ready(Some(Err(e.into())));
+                return Poll::Ready(Some(Err(e)));
             }
             Some(Ok(frame)) => frame,
         };

@@ -270,6 +270,9 @@ fn compile_server(
         request_timeout: raw
             .request_timeout
             .map_or(Duration::from_secs(300), |d| d.0),
+        client_body_timeout: raw
+            .client_body_timeout
+            .map_or(Duration::from_secs(30), |d| d.0),
     }
 }
 

@@ -223,6 +223,7 @@ pub struct RawServer {
     pub workers: Option<Spanned<usize>>,
     pub max_connections: Option<Spanned<usize>>,
     pub request_timeout: Option<Dur>,
+    pub client_body_timeout: Option<Dur>,
 }
 
 /// `[upstream]`
@@ -265,8 +266,6 @@ pub struct RawLimits {
     pub max_records: Option<usize>,
     pub max_depth: Option<Spanned<usize>>,
     pub max_string: Option<usize>,
-    pub model: Option<Spanned<RawRouteModel>>,
-    pub auth: Option<Spanned<String>>,
 }
 
 /// `[logging]`

@@ -128,7 +128,7 @@ impl Ctx {
     pub(super) async fn wait_budget(
         &self,
         bytes: u64,
-        within: std::time::Duration,
+        until: Instant,
     ) -> Option<tokio::sync::OwnedSemaphorePermit> {
         if let Some(p) = self.take_budget(bytes) {
             return Some(p);
@@ -139,7 +139,7 @@ impl Ctx {
             return None;
         }
         let wait = self.shared.buffer_budget.clone().acquire_many_owned(n);
-        tokio::time::timeout(within, wait).await.ok()?.ok()
+        tokio::time::timeout_at(until, wait).await.ok()?.ok()
     }
 
     /// The request id as text (it is always ASCII: checked or generated).

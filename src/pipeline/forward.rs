@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tower::retry::budget::Budget;
 
 use super::ctx::Ctx;
-use crate::body::{BodyStats, BoxBody, Limited, full};
+use crate::body::{BodyStats, BoxBody, from_client, full};
 use crate::error::{ErrorCode, Failure, Rejection, UpstreamFailure};
 use crate::observe::Category;
 use crate::observe::metrics::{NameLabel, RouteLabel};
@@ -81,6 +81,7 @@ async fn replayable(
     retry: &RetryPolicy,
     route: &Route,
     stats: &Arc<BodyStats>,
+    idle: std::time::Duration,
 ) -> Result<Result<Bytes, Incoming>, Failure> {
     let length = parts
         .headers
@@ -93,11 +94,15 @@ async fn replayable(
         None if !chunked => {}
         _ => return Ok(Err(incoming)),
     }
-    let limited = Limited::new(incoming, route.max_body.min(retry.max_body), stats.clone());
+    let limited = from_client(
+        incoming,
+        route.max_body.min(retry.max_body),
+        idle,
+        stats.clone(),
+    );
     match limited.collect().await {
         Ok(body) => Ok(Ok(body.to_bytes())),
-        Err(_) if stats.over_limit() => Err(too_large(route)),
-        Err(_) => Err(broken_body()),
+        Err(_) => Err(super::read::client_fault(stats, route)),
     }
 }
 
@@ -139,6 +144,7 @@ pub(super) async fn forward(
     body: RequestBody,
 ) -> Result<Forwarded, Failure> {
     let shared = ctx.shared.clone();
+    let idle = policy.server.client_body_timeout;
     let stats = match &ctx.body_in {
         Some(s) => s.clone(),
         None => {
@@ -158,7 +164,7 @@ pub(super) async fn forward(
             // streams and is not retried.
             let permit = retry.and_then(|r| ctx.take_budget(r.max_body));
             match retry.filter(|_| permit.is_some()) {
-                Some(r) => match replayable(&parts, incoming, r, route, &stats).await? {
+                Some(r) => match replayable(&parts, incoming, r, route, &stats, idle).await? {
                     Ok(bytes) => (Some(bytes), None, permit),
                     Err(incoming) => (None, Some(incoming), permit),
                 },
@@ -192,7 +198,7 @@ pub(super) async fn forward(
         let body = match (&replay, stream.take()) {
             (Some(bytes), _) => full(bytes.clone()),
             (None, Some(incoming)) => {
-                Limited::new(incoming, route.max_body, stats.clone()).boxed_unsync()
+                from_client(incoming, route.max_body, idle, stats.clone()).boxed_unsync()
             }
             // A streamed body cannot be sent twice; the retry filter above ensures it is not.
             (None, None) => return Err(Failure::Internal),
@@ -210,14 +216,16 @@ pub(super) async fn forward(
         let elapsed = sent.elapsed();
         ctx.upstream_ms = Some(elapsed);
         let outcome = match result {
-            Err(_) if stats.over_limit() => {
-                // The client's body, not the app, failed: nothing to tell the breaker.
+            // The client's body, not the app, failed (too large, broken, stalled; or
+            // the app was still waiting for it when the timeout struck): nothing to
+            // tell the breaker, and the client's own error code.
+            Err(_) if stats.over_limit() || stats.client_failed() => {
                 drop(permit);
-                return Err(too_large(route));
+                return Err(super::read::client_fault(&stats, route));
             }
-            Err(_) if stats.client_failed() => {
+            Err(UpstreamFailure::Timeout) if stats.waiting_on_client() => {
                 drop(permit);
-                return Err(broken_body());
+                return Err(super::read::request_timeout());
             }
             Err(failure) => Forwarded::Failed(failure, None),
             Ok(resp) => {

@@ -69,6 +69,10 @@ pub async fn handle(
         .await
         {
             Ok(result) => result,
+            // Still waiting for the client's body: its delay, not the app's.
+            Err(_) if ctx.body_in.as_ref().is_some_and(|s| s.waiting_on_client()) => {
+                Err(read::request_timeout())
+            }
             Err(_) => Err(Failure::Upstream(crate::error::UpstreamFailure::Timeout)),
         },
         Err(r) if r.code == ErrorCode::ResourceExhausted => {
@@ -88,11 +92,13 @@ pub async fn handle(
     {
         crate::body::discard(unread);
     }
+    // A body that stalled or broke leaves the connection in doubt too.
+    let body_in_doubt = matches!(&result, Err(f) if f.code() == ErrorCode::RequestTimeout);
     let mut resp = match result {
         Ok(resp) => resp,
         Err(failure) => ctx.fail(&failure),
     };
-    if framing.is_err() {
+    if framing.is_err() || body_in_doubt {
         resp.headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -217,7 +223,9 @@ async fn proxy(
     let needs_body = route.body.is_some() || route.model.as_ref().is_some_and(|m| m.reads_body());
     let body = if needs_body && wants_body(&parts) {
         let started = tokio::time::Instant::now();
-        let (mut bytes, permit) = read::read_body(ctx, route, &parts.headers, incoming).await?;
+        let idle = policy.server.client_body_timeout;
+        let (mut bytes, permit) =
+            read::read_body(ctx, route, &parts.headers, incoming, idle).await?;
         ctx.read_body_time = Some(started.elapsed());
         let started = tokio::time::Instant::now();
         if let Some(rules) = &route.body {

@@ -1,19 +1,19 @@
 //! read_body: the whole request body, for routes whose guards need it. Bounded by the
 //! route's `max_body` (decoded size, for `gzip` and `deflate` bodies), by the memory
-//! budget, and by the route's timeout between pieces.
+//! budget (taken as bytes arrive), and by `client_body_timeout` between pieces.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::HeaderMap;
-use http::header::{CONTENT_ENCODING, CONTENT_LENGTH};
+use http::header::CONTENT_ENCODING;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::ctx::Ctx;
 use super::forward::too_large;
-use crate::body::{BodyStats, IdleTimeout, Limited};
+use crate::body::BodyStats;
 use crate::error::{ErrorCode, Failure, Rejection};
 use crate::policy::Route;
 
@@ -29,6 +29,7 @@ pub(super) async fn read_body(
     route: &Route,
     headers: &HeaderMap,
     incoming: Incoming,
+    idle: std::time::Duration,
 ) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Failure> {
     let compressed = match headers
         .get(CONTENT_ENCODING)
@@ -50,38 +51,105 @@ pub(super) async fn read_body(
             }
         },
     };
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    // What the body may occupy: its declared size, else the route's limit, times the
-    // text plus the parsed tree it becomes (the tree measured at up to four times the
-    // JSON text for small records; see benches/budget.sh).
-    let want = declared.unwrap_or(route.max_body).min(route.max_body);
-    let wait = route.timeout.min(BUDGET_WAIT);
-    let Some(permit) = ctx
-        .wait_budget(want.saturating_mul(PARSE_FACTOR), wait)
-        .await
-    else {
-        crate::body::discard(incoming);
-        return Err(Rejection::new(
+    let wait_until = tokio::time::Instant::now() + route.timeout.min(BUDGET_WAIT);
+    let exhausted = || -> Failure {
+        Rejection::new(
             ErrorCode::ResourceExhausted,
             "sitegate's memory for request bodies is in use; retry shortly",
         )
         .with_retry_after(1)
-        .into());
+        .into()
     };
     let stats = Arc::new(BodyStats::default());
     ctx.body_in = Some(stats.clone());
-    let limited = Limited::new(incoming, route.max_body, stats.clone());
-    let raw = match IdleTimeout::new(limited, route.timeout).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) if stats.over_limit() => return Err(too_large(route)),
-        Err(_) => return Err(super::forward::broken_body()),
+    let mut body = crate::body::from_client(incoming, route.max_body, idle, stats.clone());
+    // The budget is taken as the bytes arrive, not for the declared length up front:
+    // a client that declares 2 MiB and sends one byte holds one byte, so slow clients
+    // cannot hold the budget that others need (NGINX and Envoy buffer the same way).
+    let mut permit: Option<OwnedSemaphorePermit> = None;
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(_) => return Err(client_fault(&stats, route)),
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let Some(more) = ctx.wait_budget(data.len() as u64, wait_until).await else {
+            crate::body::discard(body);
+            return Err(exhausted());
+        };
+        merge(&mut permit, more);
+        len += data.len();
+        chunks.push(data);
+    }
+    let raw = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut all = bytes::BytesMut::with_capacity(len);
+            for c in &chunks {
+                all.extend_from_slice(c);
+            }
+            all.freeze()
+        }
     };
-    let Some(gzip) = compressed else {
-        return Ok((raw, Some(permit)));
+    drop(chunks);
+    let decoded = match compressed {
+        None => raw,
+        Some(gzip) => Bytes::from(crate::guard::limits::decode_body(
+            &raw,
+            gzip,
+            route.max_body,
+        )?),
     };
-    let out = crate::guard::limits::decode_body(&raw, gzip, route.max_body)?;
-    Ok((Bytes::from(out), Some(permit)))
+    // Room for the parsed tree the body becomes (measured at up to four times the JSON
+    // text for small records; see benches/budget.sh), taken once the body is whole.
+    let held = raw_len(&permit);
+    let want = (decoded.len() as u64)
+        .saturating_mul(PARSE_FACTOR)
+        .saturating_sub(held);
+    if want > 0 {
+        let Some(more) = ctx.wait_budget(want, wait_until).await else {
+            return Err(exhausted());
+        };
+        merge(&mut permit, more);
+    }
+    Ok((decoded, permit))
+}
+
+/// What a failed client body was: too large, stalled, or broken.
+pub(super) fn client_fault(stats: &BodyStats, route: &Route) -> Failure {
+    if stats.over_limit() {
+        too_large(route)
+    } else if stats.client_stalled() {
+        request_timeout()
+    } else {
+        super::forward::broken_body()
+    }
+}
+
+/// The client stopped sending its body (or sent it too slowly): its fault, 408.
+pub(super) fn request_timeout() -> Failure {
+    Rejection::new(
+        ErrorCode::RequestTimeout,
+        "the request body did not arrive in time (the client paused longer than client_body_timeout, or stopped sending)",
+    )
+    .into()
+}
+
+fn merge(permit: &mut Option<OwnedSemaphorePermit>, more: OwnedSemaphorePermit) {
+    match permit {
+        Some(p) => p.merge(more),
+        None => *permit = Some(more),
+    }
+}
+
+fn raw_len(permit: &Option<OwnedSemaphorePermit>) -> u64 {
+    permit.as_ref().map_or(0, |p| p.num_permits() as u64)
 }

@@ -91,6 +91,9 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// The longest a request may take to get its response head, whatever its route.
     pub request_timeout: Duration,
+    /// The longest a client may pause between two pieces of its request body (NGINX's
+    /// `client_body_timeout`); past it the request ends in 408 `REQUEST_TIMEOUT`.
+    pub client_body_timeout: Duration,
 }
 
 /// The application behind sitegate.
