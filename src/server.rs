@@ -12,7 +12,6 @@ use arc_swap::ArcSwap;
 use http::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -224,6 +223,81 @@ fn on_panic(_: Box<dyn std::any::Any + Send>) -> Response<http_body_util::Full<b
     render(&Failure::Internal, &id).map(http_body_util::Full::new)
 }
 
+/// How long a connection told to close gracefully (HTTP/2 GOAWAY) may take before it is
+/// dropped, when nothing is in flight on it.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Serves one connection until it ends, closing it gracefully when the server drains or
+/// when nothing has been in flight on it for `idle` (the same deadline for HTTP/1.1
+/// and HTTP/2; hyper enforces it for HTTP/1.1 only, so a silent or half-open HTTP/2
+/// client could otherwise hold a `max_connections` slot for ever).
+async fn serve_connection<C>(
+    conn: C,
+    activity: &pipeline::Activity,
+    idle: Duration,
+    stop: &mut watch::Receiver<bool>,
+) where
+    C: std::future::Future + GracefulClose,
+{
+    let mut conn = std::pin::pin!(conn);
+    // Set once the connection was told to close for being idle: dropped at this time
+    // if it is still open and idle then.
+    let mut close_by: Option<tokio::time::Instant> = None;
+    let mut draining = false;
+    loop {
+        let now = tokio::time::Instant::now();
+        let deadline = match (close_by, activity.idle_deadline(idle)) {
+            (Some(by), _) => by,
+            (None, Some(at)) => at,
+            // A request in flight: look again after one more period.
+            (None, None) => now + idle,
+        };
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            changed = stop.changed(), if !draining => {
+                draining = true;
+                if changed.is_err() || *stop.borrow() {
+                    conn.as_mut().close_gracefully();
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                let now = tokio::time::Instant::now();
+                let idle_now = activity.idle_deadline(idle).is_some_and(|at| at <= now);
+                match close_by {
+                    // Told to close, nothing in flight, and still open: drop it.
+                    Some(by) if by <= now && activity.idle_deadline(idle).is_some() => return,
+                    Some(_) => close_by = Some(now + CLOSE_GRACE),
+                    None if idle_now => {
+                        close_by = Some(now + CLOSE_GRACE);
+                        conn.as_mut().close_gracefully();
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+}
+
+/// A connection that can be asked to finish its requests and close.
+trait GracefulClose {
+    fn close_gracefully(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, E, B> GracefulClose for auto::Connection<'_, I, S, E>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: 'static,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn close_gracefully(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
 /// One worker's accept loop, then its share of the drain.
 async fn serve_proxy(
     listener: std::net::TcpListener,
@@ -250,7 +324,6 @@ async fn serve_proxy(
         // room for any sane request head (nginx allows 4 × 8 KiB).
         .max_buf_size(32 * 1024);
     builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
     let mut conns = JoinSet::new();
     loop {
         // At max_connections, stop accepting: new clients wait in the listen backlog
@@ -267,6 +340,7 @@ async fn serve_proxy(
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
                     let peer = pipeline::Peer::new(addr);
+                    let activity = peer.activity.clone();
                     let shared = shared.clone();
                     let svc = tower::ServiceBuilder::new()
                         .layer(CatchPanicLayer::custom(on_panic))
@@ -275,7 +349,6 @@ async fn serve_proxy(
                             async move { Ok::<_, Infallible>(pipeline::handle(shared, worker, req, peer).await) }
                         });
                     let builder = builder.clone();
-                    let watcher = graceful.watcher();
                     let mut stop = shutdown.clone();
                     conns.spawn(async move {
                         // hyper-util's sniffing of the protocol (HTTP/1.1 or h2c) waits for
@@ -291,9 +364,8 @@ async fn serve_proxy(
                         };
                         if spoke {
                             let conn = builder
-                                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
-                                .into_owned();
-                            let _ = watcher.watch(conn).await;
+                                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+                            serve_connection(conn, &activity, header_read_timeout, &mut stop).await;
                         }
                         drop(permit);
                     });
@@ -313,12 +385,14 @@ async fn serve_proxy(
     tracing::info!(
         category = Category::Config.as_str(),
         worker,
-        connections = graceful.count(),
+        connections = conns.len(),
         grace_secs = grace.as_secs_f64(),
         "draining: no new connections; finishing in-flight requests"
     );
+    // Each connection saw the shutdown signal and is closing itself gracefully.
+    let all_closed = async { while conns.join_next().await.is_some() {} };
     tokio::select! {
-        _ = graceful.shutdown() => {}
+        _ = all_closed => {}
         _ = tokio::time::sleep(grace) => {
             tracing::warn!(
                 category = Category::Config.as_str(),

@@ -60,6 +60,8 @@ pub(crate) struct Ctx {
     pub(super) read_body_time: Option<std::time::Duration>,
     pub(super) validate_time: Option<std::time::Duration>,
     pub(super) redact_time: Option<std::time::Duration>,
+    /// Keeps the connection's idle deadline off while the response is under way.
+    pub(super) active: Option<super::Active>,
 }
 
 impl Ctx {
@@ -98,6 +100,7 @@ impl Ctx {
             read_body_time: None,
             validate_time: None,
             redact_time: None,
+            active: None,
         }
     }
 

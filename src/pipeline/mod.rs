@@ -55,6 +55,7 @@ pub async fn handle(
             .unwrap_or_else(|_| HeaderValue::from_static("req_000000000000")),
     };
     let mut ctx = Ctx::new(shared, worker, request_id, &req);
+    ctx.active = Some(peer.activity.begin());
     // Framing sitegate will not pass on: answered, and the connection closed after the
     // answer, since where the next request starts is what is in doubt.
     let framing = check_framing(req.headers());
@@ -411,6 +412,8 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// Its IP as a header value, for `X-Forwarded-For`.
     pub ip: HeaderValue,
+    /// What the connection's requests are doing, for its idle deadline.
+    pub activity: Arc<Activity>,
 }
 
 impl Peer {
@@ -418,6 +421,64 @@ impl Peer {
     pub fn new(addr: SocketAddr) -> Self {
         let ip = HeaderValue::from_str(&addr.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Peer { addr, ip }
+        Peer {
+            addr,
+            ip,
+            activity: Arc::new(Activity::new()),
+        }
+    }
+}
+
+/// One connection's requests in flight and when the last one ended: the server closes
+/// a connection that has had nothing in flight for its idle deadline, whatever the
+/// protocol (hyper enforces `header_read_timeout` on HTTP/1.1 only; an HTTP/2 client
+/// that sends its preface, or half a header block, would otherwise hold its place).
+#[derive(Debug)]
+pub struct Activity {
+    start: tokio::time::Instant,
+    inflight: std::sync::atomic::AtomicUsize,
+    /// Milliseconds from `start` to the end of the last request.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            start: tokio::time::Instant::now(),
+            inflight: Default::default(),
+            last_ms: Default::default(),
+        }
+    }
+
+    /// Marks a request in flight until the returned guard is dropped.
+    fn begin(self: &Arc<Self>) -> Active {
+        self.inflight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Active(self.clone())
+    }
+
+    /// When the connection becomes idle for `deadline`, or `None` while a request is
+    /// in flight.
+    pub fn idle_deadline(&self, deadline: std::time::Duration) -> Option<tokio::time::Instant> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.inflight.load(Relaxed) > 0 {
+            return None;
+        }
+        let last = std::time::Duration::from_millis(self.last_ms.load(Relaxed));
+        Some(self.start + last + deadline)
+    }
+}
+
+/// A request in flight on its connection.
+pub(crate) struct Active(Arc<Activity>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let ms = self.0.start.elapsed().as_millis();
+        self.0
+            .last_ms
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Relaxed);
+        self.0.inflight.fetch_sub(1, Relaxed);
     }
 }
