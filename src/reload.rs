@@ -146,7 +146,8 @@ async fn run(
                 waiting.push(reply);
             }
         }
-        let outcome = reload_once(&shared, &mut last_failure, explicit);
+        let read = read_settled(&shared.main_path, &shared.policy.load().version).await;
+        let outcome = reload_once(&shared, &mut last_failure, explicit, read);
         if let ReloadOutcome::Applied { .. } = outcome {
             watch.update(&shared.policy.load().files);
         }
@@ -156,19 +157,60 @@ async fn run(
     }
 }
 
-/// One reload: read, compare, compile, swap. A failure already reported with the same
-/// errors is not logged or counted again unless someone asked for this reload.
+/// How many times the files are re-read, `DEBOUNCE` apart, waiting for them to settle.
+const SETTLE_TRIES: usize = 20;
+
+/// The policy files as read once they have stopped changing: two reads `DEBOUNCE`
+/// apart must agree (an editor saving in place, or a ConfigMap update, may still be
+/// writing them), so a file caught half-written is never applied. `Ok(None)` when they
+/// are what is serving already.
+async fn read_settled(
+    main: &Path,
+    serving: &str,
+) -> Result<Option<Vec<config::Source>>, Vec<String>> {
+    let lines = |d: config::Diagnostics| d.0.iter().map(|d| d.to_string()).collect::<Vec<_>>();
+    let fingerprint = |r: &Result<Vec<config::Source>, Vec<String>>| match r {
+        Ok(sources) => config::version_of(sources),
+        Err(e) => e.join("\n"),
+    };
+    let mut read = config::read_sources(main).map_err(lines);
+    if matches!(&read, Ok(s) if config::version_of(s) == serving) {
+        return Ok(None);
+    }
+    for _ in 0..SETTLE_TRIES {
+        tokio::time::sleep(DEBOUNCE).await;
+        let again = config::read_sources(main).map_err(lines);
+        if fingerprint(&again) == fingerprint(&read) {
+            return again.map(Some);
+        }
+        read = again;
+    }
+    Err(vec![format!(
+        "{}: the policy files kept changing for {:?}; not applied yet (the next change or poll tries again)",
+        main.display(),
+        DEBOUNCE * SETTLE_TRIES as u32
+    )])
+}
+
+/// One reload: compare, admit (the same decision as `check` and `run`), swap. A
+/// failure already reported with the same errors is not logged or counted again unless
+/// someone asked for this reload.
 fn reload_once(
     shared: &Shared,
     last_failure: &mut Option<Vec<String>>,
     explicit: bool,
+    read: Result<Option<Vec<config::Source>>, Vec<String>>,
 ) -> ReloadOutcome {
     let current = shared.policy.load_full();
     let lines = |d: config::Diagnostics| d.0.iter().map(|d| d.to_string()).collect::<Vec<_>>();
-    let compiled = match config::read_sources(&shared.main_path) {
-        Err(d) => Err(lines(d)),
-        Ok(sources) if config::version_of(&sources) == current.version => Ok(None),
-        Ok(sources) => config::compile(&sources).map(Some).map_err(lines),
+    let env = |v: &str| std::env::var(v).ok();
+    let compiled = match read {
+        Err(e) => Err(e),
+        Ok(None) => Ok(None),
+        Ok(Some(sources)) if config::version_of(&sources) == current.version => Ok(None),
+        Ok(Some(sources)) => crate::audit::admit(&shared.main_path, &sources, &env)
+            .map(Some)
+            .map_err(lines),
     };
     let outcome = match compiled {
         Ok(None) => {

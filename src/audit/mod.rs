@@ -9,7 +9,6 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::{self, Source, SourceKind};
-use crate::guard::access::Auth;
 use crate::policy::Policy;
 
 /// A check's outcome.
@@ -109,13 +108,43 @@ fn truthy(v: &str) -> bool {
     )
 }
 
-/// Runs every check. `only_critical` skips the slow and non-critical ones (for `run`).
-pub fn verify(
+/// The one decision whether a policy may serve (DESIGN §10.3): it compiles (which
+/// includes every route's credentials being configured) and no critical check fails.
+/// `check`, every reload and `run` call this, so they accept and refuse exactly the
+/// same policies; `verify` reports the same checks one by one.
+pub fn admit(
+    main: &Path,
+    sources: &[Source],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Policy, config::Diagnostics> {
+    let policy = config::compile(sources)?;
+    let problems: Vec<config::Diagnostic> = critical_checks(&policy, env)
+        .into_iter()
+        .filter(|c| c.status == Status::Fail)
+        .map(|c| config::Diagnostic::file(main, format!("{}: {} ({})", c.name, c.detail, c.remedy)))
+        .collect();
+    if problems.is_empty() {
+        Ok(policy)
+    } else {
+        Err(config::Diagnostics(problems))
+    }
+}
+
+/// Reads the policy rooted at `main` and admits it.
+pub fn admit_file(
     main: &Path,
     env: &dyn Fn(&str) -> Option<String>,
-    fix_permissions: bool,
-    only_critical: bool,
-) -> Report {
+) -> Result<Policy, config::Diagnostics> {
+    admit(main, &config::read_sources(main)?, env)
+}
+
+/// The checks beyond compiling that a policy must pass to serve.
+fn critical_checks(policy: &Policy, env: &dyn Fn(&str) -> Option<String>) -> Vec<Check> {
+    vec![environment(policy, env), log_destination(policy)]
+}
+
+/// Runs every check.
+pub fn verify(main: &Path, env: &dyn Fn(&str) -> Option<String>, fix_permissions: bool) -> Report {
     let mut checks = Vec::new();
     let sources = config::read_sources(main);
     let policy = sources
@@ -143,16 +172,12 @@ pub fn verify(
         &format!("{} files", policy.files.len()),
         "",
     ));
-    checks.push(routes_auth(&policy));
-    checks.push(environment(&policy, env));
-    checks.push(log_destination(&policy));
-    if !only_critical {
-        checks.push(plaintext_credentials(&policy, &sources));
-        checks.push(permissions(&policy, fix_permissions));
-        checks.push(models(&policy));
-        checks.push(not_root());
-        checks.push(upstream(&policy));
-    }
+    checks.extend(critical_checks(&policy, env));
+    checks.push(plaintext_credentials(&policy, &sources));
+    checks.push(permissions(&policy, fix_permissions));
+    checks.push(models(&policy));
+    checks.push(not_root());
+    checks.push(upstream(&policy));
     finish(checks, Some(policy.version))
 }
 
@@ -167,33 +192,6 @@ fn finish(checks: Vec<Check>, version: Option<String>) -> Report {
         checks,
         policy_version: version,
     }
-}
-
-fn routes_auth(policy: &Policy) -> Check {
-    let mut problems = Vec::new();
-    for r in policy.routes.iter() {
-        let keys = !policy.access.keys.is_empty();
-        let jwt = policy.access.jwt.is_some();
-        let ok = match r.auth {
-            Auth::None => true,
-            Auth::ApiKey => keys,
-            Auth::Jwt => jwt,
-            Auth::Any => keys || jwt,
-        };
-        if !ok {
-            problems.push(format!(
-                "route `{}` requires credentials that are not configured",
-                r.name
-            ));
-        }
-    }
-    check(
-        "every route's auth has its keys",
-        true,
-        problems,
-        "ok",
-        "set [access] api_keys_file (with at least one key) or [access] jwt",
-    )
 }
 
 fn environment(policy: &Policy, env: &dyn Fn(&str) -> Option<String>) -> Check {

@@ -3,11 +3,10 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::config;
-
 /// Prints every problem as `file:line:col: message` (exit 1), or a one-line summary.
 pub fn check(main: &Path) -> ExitCode {
-    match config::load(main) {
+    // Exactly what `run` and a reload admit.
+    match crate::audit::admit_file(main, &|v| std::env::var(v).ok()) {
         Ok(policy) => {
             for w in &policy.warnings {
                 eprintln!("warning: {w}");

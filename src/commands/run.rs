@@ -4,26 +4,21 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::state::Overrides;
-use crate::{config, observe, server};
+use crate::{observe, server};
 
 /// Loads the policy (refusing to start on any problem), serves, drains on a signal.
 /// `overrides` are the command line's listen addresses, kept across reloads.
 pub async fn run(main: &Path, overrides: Overrides) -> anyhow::Result<ExitCode> {
-    let policy = match config::load(main) {
+    // The same admission as `check` and every reload: compiles, and no critical check
+    // (the ones `verify` marks critical) fails.
+    let policy = match crate::audit::admit_file(main, &|v| std::env::var(v).ok()) {
         Ok(p) => p,
         Err(diags) => {
             super::print_diagnostics(main, &diags);
-            eprintln!("sitegate: refusing to start with an invalid policy");
+            eprintln!("sitegate: refusing to start with a policy that may not serve");
             return Ok(ExitCode::FAILURE);
         }
     };
-    // The critical readiness checks: the same ones `verify` reports.
-    let report = crate::audit::verify(main, &|v| std::env::var(v).ok(), false, true);
-    if report.critical_failure() {
-        eprint!("{}", crate::audit::render_text(&report));
-        eprintln!("sitegate: refusing to start: a critical check failed");
-        return Ok(ExitCode::FAILURE);
-    }
     let logs = observe::init(&policy.logging)?;
     let stop = super::termination();
     let running = server::start(

@@ -7,7 +7,7 @@ use crate::audit;
 
 /// Prints the report (text or JSON); exit 0 ready, 1 needs review, 2 critical.
 pub fn verify(main: &Path, json: bool, fix_permissions: bool) -> ExitCode {
-    let report = audit::verify(main, &|v| std::env::var(v).ok(), fix_permissions, false);
+    let report = audit::verify(main, &|v| std::env::var(v).ok(), fix_permissions);
     if json {
         match serde_json::to_string_pretty(&report) {
             Ok(s) => println!("{s}"),

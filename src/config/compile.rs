@@ -171,6 +171,15 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
         schemas: &schemas,
         data: &data,
     };
+    // Where each route asks for credentials, to hold against [access] once compiled.
+    let auth_uses: Vec<(Diagnostic, String)> = routes
+        .iter()
+        .filter_map(|(r, src)| {
+            let a = r.get_ref().auth.as_ref()?;
+            let at = Diagnostic::at(&src.path, &src.text, Some(a.span()), "");
+            Some((at, a.get_ref().clone()))
+        })
+        .collect();
     let table = compile_routes(routes, unmatched, &ctx, &mut diags);
 
     let shed = compile_resources(resources, &mut diags);
@@ -183,6 +192,24 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
         .into_iter()
         .collect();
     let access = compile_schema::access(access, &data, &mut diags);
+    // A route that asks for credentials nobody can have would refuse every caller: the
+    // policy is refused instead, by `check`, a reload and `run` alike.
+    for (at, auth) in auth_uses {
+        let keys = !access.keys.is_empty();
+        let jwt = access.jwt.is_some();
+        let message = match auth.as_str() {
+            "api_key" if !keys => {
+                "this route needs API keys, and [access] has none (set api_keys_file to a file with at least one key)"
+            }
+            "jwt" if !jwt => "this route needs JWTs, and [access] has no jwt = { ... }",
+            "any" if !keys && !jwt => "this route needs API keys or JWTs, and [access] has neither",
+            _ => continue,
+        };
+        diags.push(Diagnostic {
+            message: message.into(),
+            ..at
+        });
+    }
     let audit = compile_schema::audit(audit, &mut diags);
     let mut models = compile_schema::models(models, &mut diags);
     let mut warnings = Vec::new();

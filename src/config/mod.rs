@@ -226,13 +226,22 @@ pub fn read_policy_file(path: &Path) -> Result<String, Diagnostic> {
             path.display()
         )));
     }
-    String::from_utf8(bytes).map_err(|e| {
+    let text = String::from_utf8(bytes).map_err(|e| {
         fail(format!(
             "{} is not UTF-8 (invalid byte at offset {})",
             path.display(),
             e.utf8_error().valid_up_to()
         ))
-    })
+    })?;
+    // An empty file is what an in-place save looks like for a moment; applied, an empty
+    // routes file would switch every guard off. It is refused, never read as "nothing".
+    if text.trim().is_empty() {
+        return Err(fail(format!(
+            "{} is empty; a policy file, and every file it names, must have content (was it caught mid-save?)",
+            path.display()
+        )));
+    }
+    Ok(text)
 }
 
 #[cfg(test)]
