@@ -22,15 +22,18 @@ use crate::state::{ReloadOutcome, Shared, Trigger};
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let mut conns = JoinSet::new();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let shared = shared.clone();
         conns.spawn(async move {
+            let loopback = peer.ip().to_canonical().is_loopback();
             let svc = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&shared, req).await) }
+                async move {
+                    Ok::<_, std::convert::Infallible>(handle(&shared, req, loopback).await)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -56,9 +59,40 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// Answers one admin request.
-pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// True when the caller may read the policy or reload it: a loopback peer, or one that
+/// shows the configured admin token (`Authorization: Bearer ...`).
+fn trusted(policy: &crate::policy::Policy, req: &Request<Incoming>, loopback: bool) -> bool {
+    if loopback {
+        return true;
+    }
+    let Some(token) = &policy.server.admin_token else {
+        return false;
+    };
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .is_some_and(|t| token.matches(t.trim_ascii()))
+}
+
+/// Answers one admin request. `/healthz`, `/readyz` and `/metrics` are open to probes
+/// and scrapers; `/config` and `POST /reload` need a loopback peer or the admin token.
+pub async fn handle(
+    shared: &Shared,
+    req: Request<Incoming>,
+    loopback: bool,
+) -> Response<Full<Bytes>> {
     let policy = shared.policy.load();
+    if matches!(req.uri().path(), "/config" | "/reload") && !trusted(&policy, &req, loopback) {
+        let mut resp = json_response(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "/config and /reload need Authorization: Bearer <admin token> ([server] admin_token_env or admin_token_file), or a loopback peer"}),
+        );
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"sitegate-admin\""),
+        );
+        return resp;
+    }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => json_response(StatusCode::OK, json!({"status": "ok"})),
         (&Method::GET, "/readyz") => {

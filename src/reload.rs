@@ -225,6 +225,10 @@ fn reload_once(
                 let limiter = crate::state::rate_limiter(next.access.rate_limit);
                 shared.rate_limiter.store(Arc::new(limiter));
             }
+            if current.access.failed_auth_limit != next.access.failed_auth_limit {
+                let failures = crate::state::AuthFailures::new(next.access.failed_auth_limit);
+                shared.auth_failures.store(Arc::new(failures));
+            }
             if current.upstream.retry_budget != next.upstream.retry_budget {
                 let budget = crate::state::retry_budget(&next.upstream.retry_budget);
                 shared.retry_budget.store(Arc::new(budget));

@@ -111,6 +111,7 @@ pub async fn start(mut policy: Policy, options: Options) -> Result<Running, Bind
     let budget = crate::state::retry_budget(&policy.upstream.retry_budget);
     let budget_bytes = policy.limits.buffer_budget;
     let limiter = crate::state::rate_limiter(policy.access.rate_limit);
+    let failures = crate::state::AuthFailures::new(policy.access.failed_auth_limit);
     let header_read_timeout = policy.server.header_read_timeout;
     let shared = Arc::new(Shared {
         upstreams: (0..workers)
@@ -121,6 +122,7 @@ pub async fn start(mut policy: Policy, options: Options) -> Result<Running, Bind
         retry_budget: ArcSwap::from_pointee(budget),
         resources: Default::default(),
         rate_limiter: ArcSwap::from_pointee(limiter),
+        auth_failures: ArcSwap::from_pointee(failures),
         buffer_budget: Arc::new(tokio::sync::Semaphore::new(budget_permits(budget_bytes))),
         buffer_budget_total: budget_bytes,
 

@@ -26,6 +26,68 @@ pub struct RateLimiter {
     pub limiter: governor::DefaultKeyedRateLimiter<String>,
 }
 
+/// Failed credentials per client IP: past the limit the client is refused (429) until
+/// its bucket refills, without its credentials being tried, so keys and tokens cannot
+/// be guessed at line rate.
+pub struct AuthFailures {
+    /// `(per minute, burst)` it was built for.
+    pub settings: (std::num::NonZeroU32, std::num::NonZeroU32),
+    limiter: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+    /// Clients refused until the time given. Bounded: past `MAX_BLOCKED` entries the
+    /// expired ones are dropped first.
+    blocked: Mutex<std::collections::HashMap<std::net::IpAddr, tokio::time::Instant>>,
+    /// Entries in `blocked`, so the common case (nobody blocked) takes no lock.
+    any: AtomicUsize,
+}
+
+const MAX_BLOCKED: usize = 65_536;
+
+impl AuthFailures {
+    /// Limits for `settings` (per minute, burst).
+    pub fn new(settings: (std::num::NonZeroU32, std::num::NonZeroU32)) -> Self {
+        let quota = governor::Quota::per_minute(settings.0).allow_burst(settings.1);
+        AuthFailures {
+            settings,
+            limiter: governor::RateLimiter::keyed(quota),
+            blocked: Mutex::new(std::collections::HashMap::new()),
+            any: AtomicUsize::new(0),
+        }
+    }
+
+    /// How long `ip` is still refused, if it is.
+    pub fn blocked(&self, ip: std::net::IpAddr) -> Option<std::time::Duration> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.any.load(Relaxed) == 0 {
+            return None;
+        }
+        let now = tokio::time::Instant::now();
+        let map = self.blocked.lock().ok()?;
+        map.get(&ip)
+            .filter(|until| **until > now)
+            .map(|until| *until - now)
+    }
+
+    /// Counts a failed credential from `ip`; past the limit, `ip` is refused for the
+    /// time returned.
+    pub fn failed(&self, ip: std::net::IpAddr) -> Option<std::time::Duration> {
+        use governor::clock::Clock;
+        use std::sync::atomic::Ordering::Relaxed;
+        let not_until = self.limiter.check_key(&ip).err()?;
+        let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+        let now = tokio::time::Instant::now();
+        if let Ok(mut map) = self.blocked.lock() {
+            if map.len() >= MAX_BLOCKED {
+                map.retain(|_, until| *until > now);
+            }
+            if map.len() < MAX_BLOCKED {
+                map.insert(ip, now + wait);
+            }
+            self.any.store(map.len(), Relaxed);
+        }
+        Some(wait)
+    }
+}
+
 /// The limiter for `settings`, if any.
 pub fn rate_limiter(
     settings: Option<(std::num::NonZeroU32, std::num::NonZeroU32)>,
@@ -146,6 +208,8 @@ pub struct Shared {
     pub buffer_budget_total: u64,
     /// Per-client rate limiter, rebuilt when `[access] rate_limit` changes.
     pub rate_limiter: ArcSwap<Option<RateLimiter>>,
+    /// Failed credentials per client, rebuilt when `[access] failed_auth_limit` changes.
+    pub auth_failures: ArcSwap<AuthFailures>,
     /// The resource monitor's last sample.
     pub resources: crate::observe::resources::Readings,
     /// Every metric.

@@ -158,7 +158,11 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
     }
     let unmatched = unmatched.map(|(u, _)| u.action).unwrap_or_default();
 
-    let server = compile_server(server, &mut diags);
+    let admin_token_file = server.as_ref().and_then(|(raw, src)| {
+        let f = raw.admin_token_file.as_ref()?;
+        Some(compile_route::resolve(&src.path, f.get_ref()))
+    });
+    let server = compile_server(server, &data, &mut diags);
     let upstream = compile_upstream(upstream, &mut diags);
     let limits = compile_limits(limits, &mut diags);
     let logging = compile_logging(logging, &mut diags);
@@ -190,6 +194,7 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
             Some(compile_route::resolve(&src.path, f.get_ref()))
         })
         .into_iter()
+        .chain(admin_token_file)
         .collect();
     let access = compile_schema::access(access, &data, &mut diags);
     // A route that asks for credentials nobody can have would refuse every caller: the
@@ -256,12 +261,14 @@ pub fn compile(sources: &[Source]) -> Result<Policy, Diagnostics> {
 
 fn compile_server(
     raw: Option<(RawServer, &Source)>,
+    data: &std::collections::HashMap<&Path, &Source>,
     diags: &mut Vec<Diagnostic>,
 ) -> ServerSettings {
     let (raw, src) = match raw {
         Some((raw, src)) => (raw, Some(src)),
         None => (RawServer::default(), None),
     };
+    let admin_token = src.and_then(|src| admin_token(&raw, src, data, diags));
     let workers = match (raw.workers, src) {
         (Some(w), Some(src)) if *w.get_ref() == 0 || *w.get_ref() > 256 => {
             diags.push(Diagnostic::at(
@@ -300,7 +307,51 @@ fn compile_server(
         client_body_timeout: raw
             .client_body_timeout
             .map_or(Duration::from_secs(30), |d| d.0),
+        admin_token,
     }
+}
+
+/// `[server] admin_token_env` or `admin_token_file`: at least 16 bytes.
+fn admin_token(
+    raw: &RawServer,
+    src: &Source,
+    data: &std::collections::HashMap<&Path, &Source>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<crate::policy::AdminToken> {
+    let mut err =
+        |span, msg: String| diags.push(Diagnostic::at(&src.path, &src.text, Some(span), msg));
+    let (span, path, what) = match (&raw.admin_token_env, &raw.admin_token_file) {
+        (None, None) => return None,
+        (Some(_), Some(f)) => {
+            err(
+                f.span(),
+                "give admin_token_env or admin_token_file, not both".into(),
+            );
+            return None;
+        }
+        (Some(var), None) => (
+            var.span(),
+            std::path::PathBuf::from(format!("env:{}", var.get_ref())),
+            format!("the environment variable {}", var.get_ref()),
+        ),
+        (None, Some(f)) => (
+            f.span(),
+            compile_route::resolve(&src.path, f.get_ref()),
+            "the admin token file".to_string(),
+        ),
+    };
+    let Some(text) = data.get(path.as_path()).map(|s| s.text.trim()) else {
+        err(span, format!("{what} is not set"));
+        return None;
+    };
+    if text.len() < 16 {
+        err(
+            span,
+            format!("{what} must hold a token of at least 16 bytes"),
+        );
+        return None;
+    }
+    Some(crate::policy::AdminToken::new(text))
 }
 
 fn compile_upstream(

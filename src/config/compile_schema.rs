@@ -410,6 +410,21 @@ pub(super) fn access(
     if let Some(j) = raw.jwt {
         out.jwt = jwt(j, src, data, diags);
     }
+    if let Some(r) = raw.failed_auth_limit {
+        let span = r.span();
+        let r = r.into_inner();
+        let per = std::num::NonZeroU32::new(r.per_minute);
+        let burst = std::num::NonZeroU32::new(r.burst.unwrap_or(r.per_minute));
+        match (per, burst) {
+            (Some(p), Some(b)) => out.failed_auth_limit = (p, b),
+            _ => diags.push(Diagnostic::at(
+                &src.path,
+                &src.text,
+                Some(span),
+                "failed_auth_limit.per_minute and burst must be at least 1 (failed credentials are always limited)",
+            )),
+        }
+    }
     if let Some(r) = raw.rate_limit {
         let span = r.span();
         let r = r.into_inner();
@@ -600,13 +615,22 @@ fn validation(
     validation.algorithms = algorithms;
     validation.leeway = raw.leeway.map_or(30, |d| d.0.as_secs());
     validation.validate_nbf = true;
+    // A configured issuer or audience is required of every token, not only checked
+    // when the token happens to carry the claim: a token without `iss` must not pass a
+    // policy that names one.
+    let mut required = vec!["exp"];
     if let Some(iss) = &raw.issuer {
         validation.set_issuer(&[iss]);
+        required.push("iss");
     }
     match &raw.audience {
-        Some(aud) => validation.set_audience(&[aud]),
+        Some(aud) => {
+            validation.set_audience(&[aud]);
+            required.push("aud");
+        }
         None => validation.validate_aud = false,
     }
+    validation.set_required_spec_claims(&required);
     validation
 }
 

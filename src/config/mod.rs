@@ -107,8 +107,15 @@ pub fn read_sources(main: &Path) -> Result<Vec<Source>, Diagnostics> {
 struct Refs {
     #[serde(default)]
     route: Vec<RouteRefs>,
+    server: Option<ServerRefs>,
     access: Option<AccessRefs>,
     model_policy: Option<ModelPolicyRefs>,
+}
+
+#[derive(Deserialize)]
+struct ServerRefs {
+    admin_token_file: Option<Spanned<String>>,
+    admin_token_env: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -162,7 +169,11 @@ fn read_data_files(sources: &mut Vec<Source>, diags: &mut Vec<Diagnostic>) {
             ),
             None => ([None, None, None], None),
         };
-        if let Some(var) = env {
+        let (token_file, token_env) = match refs.server {
+            Some(s) => (s.admin_token_file, s.admin_token_env),
+            None => (None, None),
+        };
+        for var in env.into_iter().chain(token_env) {
             // The environment is read here, at the edge, like a file.
             let path = PathBuf::from(format!("env:{var}"));
             if let Ok(value) = std::env::var(&var)
@@ -177,7 +188,7 @@ fn read_data_files(sources: &mut Vec<Source>, diags: &mut Vec<Diagnostic>) {
             .into_iter()
             .flat_map(|r| [r.fallback.and_then(|f| f.file), r.schema_file])
             .flatten();
-        let files = files.chain(keys).chain(registry);
+        let files = files.chain(keys).chain(registry).chain(token_file);
         for file in files.chain(jwt_files.into_iter().flatten()) {
             let path = compile_route::resolve(&src.path, file.get_ref());
             if found.iter().all(|(p, _)| *p != path) {

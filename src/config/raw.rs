@@ -72,7 +72,16 @@ pub struct RawAccess {
     pub cors_headers: Option<Vec<String>>,
     pub cors_max_age: Option<Dur>,
     pub rate_limit: Option<Spanned<RawRateLimit>>,
+    pub failed_auth_limit: Option<Spanned<RawFailedAuthLimit>>,
     pub jwt: Option<Spanned<RawJwt>>,
+}
+
+/// `[access] failed_auth_limit = { per_minute, burst }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFailedAuthLimit {
+    pub per_minute: u32,
+    pub burst: Option<u32>,
 }
 
 /// `[access] jwt = { ... }`
@@ -224,6 +233,8 @@ pub struct RawServer {
     pub max_connections: Option<Spanned<usize>>,
     pub request_timeout: Option<Dur>,
     pub client_body_timeout: Option<Dur>,
+    pub admin_token_env: Option<Spanned<String>>,
+    pub admin_token_file: Option<Spanned<String>>,
 }
 
 /// `[upstream]`

@@ -175,7 +175,7 @@ fn includes_are_read_relative_to_the_main_file() {
         "include = [\"r.toml\", \"missing.toml\"]\n",
     )
     .unwrap();
-    std::fs::write(dir.path().join("r.toml"), "").unwrap();
+    std::fs::write(dir.path().join("r.toml"), "# no routes yet\n").unwrap();
     let e = read_sources(&dir.path().join("main.toml")).unwrap_err();
     assert_eq!(e.0.len(), 1);
     let line = e.0[0].to_string();
@@ -185,6 +185,27 @@ fn includes_are_read_relative_to_the_main_file() {
     let s = read_sources(&dir.path().join("main.toml")).unwrap();
     assert_eq!(s.len(), 2);
     assert_eq!(s[1].path, dir.path().join("r.toml"));
+}
+
+#[test]
+fn an_empty_included_file_is_refused_not_read_as_no_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("main.toml"), "include = [\"r.toml\"]\n").unwrap();
+    for empty in ["", "\n  \n"] {
+        std::fs::write(dir.path().join("r.toml"), empty).unwrap();
+        let e = read_sources(&dir.path().join("main.toml")).unwrap_err();
+        assert!(e.to_string().contains("is empty"), "{e}");
+    }
+}
+
+#[test]
+fn a_route_needing_credentials_nobody_has_is_an_error() {
+    let e =
+        compile_one("[[route]]\nname = \"r\"\npath = \"/r\"\nauth = \"api_key\"\n").unwrap_err();
+    assert!(e.to_string().contains("needs API keys"), "{e}");
+    assert!(e.to_string().contains(":4:8:"), "{e}");
+    let e = compile_one("[limits]\nauth = \"api_key\"\n").unwrap_err();
+    assert!(e.to_string().contains("auth"), "{e}");
 }
 
 #[test]

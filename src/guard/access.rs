@@ -69,6 +69,11 @@ pub fn check_jwt(jwt: Option<&JwtPolicy>, headers: &HeaderMap) -> Result<Arc<str
         })
         .ok_or_else(denied)?;
     let token = token.trim();
+    // RFC 7515 §4.1.11: a `crit` header names extensions the verifier must understand;
+    // sitegate understands none, so a token that carries one is refused.
+    if has_crit(token) {
+        return Err(denied());
+    }
     let key = match &jwt.key {
         JwtKey::Single(k) => k,
         JwtKey::Set(keys) => {
@@ -84,6 +89,37 @@ pub fn check_jwt(jwt: Option<&JwtPolicy>, headers: &HeaderMap) -> Result<Arc<str
         "jwt:{}",
         data.claims.sub.unwrap_or_default()
     )))
+}
+
+/// True when the token's protected header has a `crit` member (or cannot be read).
+fn has_crit(token: &str) -> bool {
+    use base64::Engine;
+    let Some(header) = token.split('.').next() else {
+        return true;
+    };
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header) else {
+        return true;
+    };
+    match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes) {
+        Ok(h) => h.contains_key("crit"),
+        Err(_) => true,
+    }
+}
+
+/// Checks what `auth` asks of the caller; returns its id (`None` for `Auth::None`).
+/// Shared by the proxy and `sitegate try`.
+pub fn check_caller(
+    policy: &AccessPolicy,
+    auth: Auth,
+    headers: &HeaderMap,
+) -> Result<Option<Arc<str>>, Rejection> {
+    let jwt = policy.jwt.as_ref();
+    Ok(match auth {
+        Auth::None => None,
+        Auth::ApiKey => Some(check_api_key(policy, headers)?),
+        Auth::Jwt => Some(check_jwt(jwt, headers)?),
+        Auth::Any => Some(check_api_key(policy, headers).or_else(|_| check_jwt(jwt, headers))?),
+    })
 }
 
 /// `[access]`, compiled.
@@ -103,6 +139,9 @@ pub struct AccessPolicy {
     pub cors_max_age: u64,
     /// Requests per second per client (API key id, else IP), and the burst allowed.
     pub rate_limit: Option<(std::num::NonZeroU32, std::num::NonZeroU32)>,
+    /// Failed credentials per minute per client IP, and the burst allowed; past it the
+    /// client gets 429 without its credentials being tried.
+    pub failed_auth_limit: (std::num::NonZeroU32, std::num::NonZeroU32),
     /// JWT checking, when configured.
     pub jwt: Option<JwtPolicy>,
 }
@@ -117,6 +156,10 @@ impl Default for AccessPolicy {
             cors_headers: "content-type, authorization, x-api-key, x-request-id".into(),
             cors_max_age: 600,
             rate_limit: None,
+            failed_auth_limit: (
+                std::num::NonZeroU32::new(10).unwrap_or(std::num::NonZeroU32::MIN),
+                std::num::NonZeroU32::new(10).unwrap_or(std::num::NonZeroU32::MIN),
+            ),
             jwt: None,
         }
     }
@@ -204,11 +247,15 @@ pub fn check_origin(
     else {
         return Ok(OriginDecision::NotChecked);
     };
-    let ok = origin.to_str().is_ok_and(|o| {
-        allowed
-            .iter()
-            .any(|a| a == "*" || a.eq_ignore_ascii_case(o))
-    });
+    // `*` is answered as `*`, never by reflecting the caller's Origin: browsers refuse
+    // credentials with `*`, so a wildcard can never let any site read with the user's
+    // cookies (the pipeline also drops the app's Access-Control-Allow-Credentials).
+    if allowed.iter().any(|a| a == "*") {
+        return Ok(OriginDecision::Allowed(HeaderValue::from_static("*")));
+    }
+    let ok = origin
+        .to_str()
+        .is_ok_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o)));
     if ok {
         Ok(OriginDecision::Allowed(origin.clone()))
     } else {

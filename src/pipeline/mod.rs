@@ -104,6 +104,11 @@ pub async fn handle(
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     if let Some(origin) = ctx.cors_origin.clone() {
+        if origin == "*" {
+            // Credentials are never shared with any Origin at all.
+            resp.headers_mut()
+                .remove(http::header::ACCESS_CONTROL_ALLOW_CREDENTIALS);
+        }
         resp.headers_mut()
             .insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         resp.headers_mut()
@@ -111,6 +116,14 @@ pub async fn handle(
     }
     ctx.status = resp.status().as_u16();
     resp.map(|inner| Observed::new(inner, ctx))
+}
+
+fn too_many_failures(wait: std::time::Duration) -> Rejection {
+    Rejection::new(
+        ErrorCode::RateLimited,
+        "too many failed credentials from this client; retry later",
+    )
+    .with_retry_after(wait.as_secs().max(1))
 }
 
 /// admit: the global cap on concurrent requests.
@@ -164,14 +177,21 @@ async fn proxy(
         ctx.cors_origin = Some(origin);
     }
     let acc = &policy.access;
-    let caller = match route.auth {
-        access::Auth::None => None,
-        access::Auth::ApiKey => Some(access::check_api_key(acc, &parts.headers)?),
-        access::Auth::Jwt => Some(access::check_jwt(acc.jwt.as_ref(), &parts.headers)?),
-        access::Auth::Any => Some(
-            access::check_api_key(acc, &parts.headers)
-                .or_else(|_| access::check_jwt(acc.jwt.as_ref(), &parts.headers))?,
-        ),
+    let caller = if route.auth == access::Auth::None {
+        None
+    } else {
+        // A client that kept failing is refused before its credentials are tried.
+        let failures = ctx.shared.auth_failures.load();
+        if let Some(wait) = failures.blocked(peer.addr.ip()) {
+            return Err(too_many_failures(wait).into());
+        }
+        match access::check_caller(acc, route.auth, &parts.headers) {
+            Ok(id) => id,
+            Err(rejection) => {
+                failures.failed(peer.addr.ip());
+                return Err(rejection.into());
+            }
+        }
     };
     if caller.is_some() {
         ctx.caller = caller;
@@ -285,8 +305,10 @@ async fn proxy(
             .headers
             .insert(DROPPED, HeaderValue::from(ctx.dropped));
     }
-    // redact
-    if route.redact && redact::redactable(&parts.headers) {
+    // redact. A HEAD answer, a 204 and a 304 have no body to scan, and their
+    // Content-Length describes the body a GET would get: it passes on as the app sent it.
+    let bodiless = ctx.method == http::Method::HEAD || matches!(parts.status.as_u16(), 204 | 304);
+    if route.redact && !bodiless && redact::redactable(&parts.headers) {
         let started = tokio::time::Instant::now();
         let redacted = redact::redact(ctx, policy, route, parts, incoming).await;
         // Buffered redaction only; a streamed body is redacted while it is sent.

@@ -94,6 +94,38 @@ pub struct ServerSettings {
     /// The longest a client may pause between two pieces of its request body (NGINX's
     /// `client_body_timeout`); past it the request ends in 408 `REQUEST_TIMEOUT`.
     pub client_body_timeout: Duration,
+    /// The token `/config` and `POST /reload` accept from a non-loopback peer
+    /// (`admin_token_env` / `admin_token_file`); `None`: loopback peers only.
+    pub admin_token: Option<AdminToken>,
+}
+
+/// The admin listener's bearer token. Never printed: `Debug` shows `[REDACTED]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken([u8; 32]);
+
+impl AdminToken {
+    /// Keeps the token's SHA-256 digest only.
+    pub fn new(token: &str) -> Self {
+        use sha2::Digest;
+        AdminToken(sha2::Sha256::digest(token.trim().as_bytes()).into())
+    }
+
+    /// Compares `presented` with the token in constant time (over the digests).
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(presented).into();
+        digest
+            .iter()
+            .zip(self.0.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[REDACTED]")
+    }
 }
 
 /// The application behind sitegate.
