@@ -68,9 +68,18 @@ enum Command {
     Try {
         #[command(flatten)]
         config: ConfigArg,
-        /// The route, by name.
+        /// The route, by name (its path is tried when --path is not given).
         #[arg(long)]
-        route: String,
+        route: Option<String>,
+        /// The request path and query, as a client sends it.
+        #[arg(long)]
+        path: Option<String>,
+        /// The method (default: the route's first, else POST).
+        #[arg(long, short = 'X')]
+        method: Option<String>,
+        /// A request header, `Name: value` (repeatable).
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
         /// The body; stdin when absent.
         file: Option<PathBuf>,
     },
@@ -99,13 +108,19 @@ fn main() -> ExitCode {
         Command::Try {
             config,
             route,
+            path,
+            method,
+            headers,
             file,
         } => {
-            return match sitegate::commands::try_route::try_route(
-                &config.config,
-                route,
-                file.as_deref(),
-            ) {
+            let req = sitegate::commands::try_route::TryRequest {
+                route: route.as_deref(),
+                path: path.as_deref(),
+                method: method.as_deref(),
+                headers,
+                file: file.as_deref(),
+            };
+            return match sitegate::commands::try_route::try_route(&config.config, &req) {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("sitegate try: {e:#}");

@@ -121,7 +121,12 @@ pub fn admit(
     let problems: Vec<config::Diagnostic> = critical_checks(&policy, env)
         .into_iter()
         .filter(|c| c.status == Status::Fail)
-        .map(|c| config::Diagnostic::file(main, format!("{}: {} ({})", c.name, c.detail, c.remedy)))
+        .map(|c| {
+            config::Diagnostic::file(
+                main,
+                format!("FAIL {} (critical): {}; {}", c.name, c.detail, c.remedy),
+            )
+        })
         .collect();
     if problems.is_empty() {
         Ok(policy)

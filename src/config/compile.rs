@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
@@ -22,7 +23,7 @@ use crate::policy::{
     UpstreamSettings,
 };
 
-const DEFAULT_MAX_BODY: u64 = 10 << 20;
+use crate::policy::DEFAULT_MAX_BODY;
 const DEFAULT_MAX_INFLIGHT: usize = 1024;
 const DEFAULT_BUFFER_BUDGET: u64 = 256 << 20;
 
@@ -618,6 +619,7 @@ fn compile_routes(
             content_types,
             r.timeout.map_or(ctx.upstream.timeout, |d| d.0),
         );
+        route.pattern = Some(Arc::from(r.path.get_ref().as_str()));
         route.fallback = r
             .fallback
             .and_then(|f| compile_route::fallback(f, src, ctx.data, &mut sink));

@@ -11,6 +11,7 @@
 //! changes a request half way. `handle` never fails: every outcome is a response.
 
 mod ctx;
+pub mod decide;
 mod forward;
 mod model_lock;
 mod read;
@@ -19,7 +20,6 @@ mod redact;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, HOST, HeaderValue};
 use http::{Request, Response};
 use http_body_util::BodyExt;
@@ -32,7 +32,7 @@ use forward::{Forwarded, RequestBody};
 use crate::body::{BoxBody, IdleTimeout};
 use crate::error::{ErrorCode, Failure, Rejection};
 use crate::guard::limits::{check_framing, check_head};
-use crate::guard::{access, canon, shed, validate};
+use crate::guard::{access, shed};
 use crate::headers::DROPPED;
 use crate::headers::{self, REQUEST_ID};
 use crate::observe::metrics::ShedLabels;
@@ -160,14 +160,14 @@ async fn proxy(
         return Ok(resp);
     }
     // canonicalize: the one form every guard reads and the app receives.
-    canonicalize(ctx, &mut parts)?;
+    let sent = parts.uri.clone();
+    ctx.decoded_path = decide::canonicalize(&mut parts)?;
+    if parts.uri != sent {
+        ctx.uri = parts.uri.clone();
+    }
     // route
     let path = ctx.decoded_path.as_deref().unwrap_or(parts.uri.path());
-    let Some(route) = policy.routes.find(&parts.method, path) else {
-        return Err(
-            Rejection::new(ErrorCode::NotFound, "no route serves this method and path").into(),
-        );
-    };
+    let route = decide::route(policy, &parts.method, path)?;
     ctx.route = route.name.clone();
     ctx.slow_after = route.slow_after;
     // access
@@ -249,16 +249,14 @@ async fn proxy(
             read::read_body(ctx, route, &parts.headers, incoming, idle).await?;
         ctx.read_body_time = Some(started.elapsed());
         let started = tokio::time::Instant::now();
-        if let Some(rules) = &route.body {
-            let accepted = validate::check(&bytes, rules);
+        if route.body.is_some() {
+            let accepted = decide::validate(route, bytes);
             ctx.validate_time = Some(started.elapsed());
-            let accepted = accepted?;
-            bytes = accepted.body.map_or(bytes, Bytes::from);
-            if accepted.dropped > 0 {
-                parts
-                    .headers
-                    .insert(DROPPED, HeaderValue::from(accepted.dropped));
-                ctx.dropped = accepted.dropped;
+            let (checked, _, dropped) = accepted?;
+            bytes = checked;
+            if dropped > 0 {
+                parts.headers.insert(DROPPED, HeaderValue::from(dropped));
+                ctx.dropped = dropped;
             }
         }
         // The app gets the body as checked: decoded, with its own length.
@@ -273,10 +271,8 @@ async fn proxy(
     // model_lock
     if let Some(model) = &route.model {
         let json = match &body {
-            RequestBody::Buffered(bytes, _) if model.reads_body() => {
-                serde_json::from_slice(bytes).ok()
-            }
-            _ => None,
+            RequestBody::Buffered(bytes, _) => decide::model_json(route, Some(bytes)),
+            RequestBody::Stream(_) => None,
         };
         model_lock::check(ctx, policy, route, model, &mut parts, json.as_ref())?;
     }
@@ -317,53 +313,6 @@ async fn proxy(
     }
     let body = IdleTimeout::new(incoming, route.timeout).boxed_unsync();
     Ok(Response::from_parts(parts, body))
-}
-
-/// canonicalize: refuses a method or request target the app could read differently,
-/// and rewrites the target to its canonical origin form (`guard::canon`). The decoded
-/// path, when it differs from the sent one, is kept in `ctx` for the guards.
-fn canonicalize(ctx: &mut Ctx, parts: &mut http::request::Parts) -> Result<(), Rejection> {
-    canon::method(&parts.method)?;
-    let http2 = parts.version == http::Version::HTTP_2;
-    let origin = canon::target(&parts.uri, &parts.headers, http2)?;
-    let (sent, query) = match origin.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (origin, None),
-    };
-    let canonical = canon::path(sent)?;
-    // An HTTP/1.1 absolute-form target is sent on in origin form; HTTP/2 keeps its
-    // :authority (the upstream call sets its own).
-    let absolute_h1 = !http2 && parts.uri.authority().is_some();
-    if canonical.unchanged(sent) && !absolute_h1 {
-        return Ok(());
-    }
-    let decoded = (canonical.path != canonical.encoded).then(|| Box::from(&*canonical.path));
-    let pq = match query {
-        Some(q) => format!("{}?{q}", canonical.encoded),
-        None => canonical.encoded.into_owned(),
-    };
-    let mut uri = std::mem::take(&mut parts.uri).into_parts();
-    if absolute_h1 {
-        if !parts.headers.contains_key(HOST)
-            && let Some(a) = uri
-                .authority
-                .as_ref()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            parts.headers.insert(HOST, a);
-        }
-        uri.scheme = None;
-        uri.authority = None;
-    }
-    uri.path_and_query = Some(
-        http::uri::PathAndQuery::try_from(pq)
-            .map_err(|_| Rejection::new(ErrorCode::InvalidPath, "the request path is invalid"))?,
-    );
-    parts.uri = http::Uri::from_parts(uri)
-        .map_err(|_| Rejection::new(ErrorCode::InvalidRequest, "the request target is invalid"))?;
-    ctx.uri = parts.uri.clone();
-    ctx.decoded_path = decoded;
-    Ok(())
 }
 
 /// True when the request carries a body to check (a declared or chunked one, or any

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::HeaderMap;
-use http::header::CONTENT_ENCODING;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
@@ -31,25 +30,13 @@ pub(super) async fn read_body(
     incoming: Incoming,
     idle: std::time::Duration,
 ) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Failure> {
-    let compressed = match headers
-        .get(CONTENT_ENCODING)
-        .map(|v| v.as_bytes().to_ascii_lowercase())
-    {
-        None => None,
-        Some(v) => match v.trim_ascii() {
-            b"" | b"identity" => None,
-            b"gzip" | b"x-gzip" => Some(true),
-            b"deflate" => Some(false),
-            _ => {
-                // Refused unread: let the client finish sending so it sees the answer.
-                crate::body::discard(incoming);
-                return Err(Rejection::new(
-                    ErrorCode::UnsupportedMediaType,
-                    "this Content-Encoding cannot be read; send the body plain, gzip or deflate",
-                )
-                .into());
-            }
-        },
+    let compressed = match super::decide::content_coding(headers) {
+        Ok(c) => c,
+        Err(rejection) => {
+            // Refused unread: let the client finish sending so it sees the answer.
+            crate::body::discard(incoming);
+            return Err(rejection.into());
+        }
     };
     let wait_until = tokio::time::Instant::now() + route.timeout.min(BUDGET_WAIT);
     let exhausted = || -> Failure {

@@ -74,6 +74,9 @@ impl Default for RedactionPolicy {
     }
 }
 
+/// The largest request body when neither `[limits]` nor the route says (10 MiB).
+pub const DEFAULT_MAX_BODY: u64 = 10 << 20;
+
 /// Listener settings. The addresses are bound once: changing them needs a restart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSettings {

@@ -15,6 +15,8 @@ pub struct Route {
     pub name: Arc<str>,
     /// The path pattern, matchit syntax; `None` for the unmatched catch-all.
     matcher: Option<matchit::Router<()>>,
+    /// The pattern as written in the policy.
+    pub pattern: Option<Arc<str>>,
     /// Allowed methods; empty means any.
     methods: Vec<Method>,
     /// Largest request body, in bytes.
@@ -145,6 +147,7 @@ impl Route {
         Route {
             name: Arc::from(name),
             matcher: pattern,
+            pattern: None,
             methods,
             max_body,
             content_types,
@@ -160,6 +163,16 @@ impl Route {
             model: None,
             auth: crate::guard::access::Auth::None,
         }
+    }
+
+    /// The path pattern as written, `None` for the catch-all.
+    pub fn pattern(&self) -> Option<&str> {
+        self.pattern.as_deref()
+    }
+
+    /// The methods the route serves (empty: any).
+    pub fn methods(&self) -> &[Method] {
+        &self.methods
     }
 
     /// The path parameters of `path`, borrowed from it (none for the catch-all).

@@ -129,7 +129,7 @@ async fn in_front_of_the_stand_in(
 fn write_policy(dir: &Path, upstream: &str, extra: &str, routes: &str) -> std::path::PathBuf {
     let main = dir.join("sitegate.toml");
     std::fs::write(&main, main_toml(upstream, extra)).unwrap();
-    std::fs::write(dir.join("routes.toml"), routes).unwrap();
+    std::fs::write(dir.join("routes.toml"), routes_file(routes)).unwrap();
     main
 }
 
@@ -824,10 +824,12 @@ async fn verify_reports_each_check_on_its_own() {
     );
     let routes = "[[route]]\nname = \"r\"\npath = \"/r\"\nauth = \"api_key\"\n";
     let (code, report) = verify_with(fresh().path(), &up, audit, routes, &good_env, &[]);
+    // A policy `check` and `run` refuse: it does not compile (one admission rule).
     assert_eq!(
         (code, failing(&report)),
-        (Some(2), vec!["every route's auth has its keys".to_string()])
+        (Some(2), vec!["policy compiles".to_string()])
     );
+    assert!(report.to_string().contains("needs API keys"), "{report}");
     let routes = "[[route]]\nname = \"m\"\npath = \"/m/{name}\"\nmodel = { action = \"inference\", name = \"path:name\" }\n";
     let (code, report) = verify_with(fresh().path(), &up, audit, routes, &good_env, &[]);
     assert_eq!(

@@ -145,7 +145,7 @@ async fn a_failed_probe_reopens_the_circuit() {
     let main = dir.path().join("sitegate.toml");
     let circuit = "\n[upstream.circuit]\nconsecutive_failures = 2\nopen_for = \"200ms\"\nmax_open_for = \"1s\"\n";
     std::fs::write(&main, main_toml(&down.to_string(), circuit)).unwrap();
-    std::fs::write(dir.path().join("routes.toml"), "").unwrap();
+    std::fs::write(dir.path().join("routes.toml"), routes_file("")).unwrap();
     let proxy = start_proxy(&main, Default::default()).await;
     let url = format!("http://{}/x", proxy.addr);
     for _ in 0..2 {

@@ -261,7 +261,7 @@ async fn upstream_connect_failure_is_502_json() {
     let dir = tempfile::tempdir().unwrap();
     let main = dir.path().join("sitegate.toml");
     std::fs::write(&main, main_toml(&closed_port().to_string(), "")).unwrap();
-    std::fs::write(dir.path().join("routes.toml"), "").unwrap();
+    std::fs::write(dir.path().join("routes.toml"), routes_file("")).unwrap();
     let proxy = start_proxy(&main, Default::default()).await;
     let r = get(&format!("http://{}/health", proxy.addr)).await;
     assert_eq!(r.status, 502);
