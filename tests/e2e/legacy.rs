@@ -21,9 +21,9 @@ fn python() -> &'static Path {
 }
 
 /// The Flask app on a free port; killed when dropped.
-struct Flask {
+pub(crate) struct Flask {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Drop for Flask {
@@ -34,7 +34,7 @@ impl Drop for Flask {
 }
 
 impl Flask {
-    fn start() -> Flask {
+    pub(crate) fn start() -> Flask {
         Flask::start_on(0)
     }
 
@@ -62,7 +62,7 @@ impl Flask {
 }
 
 /// sitegate with the shipped policy (config/), pointed at the Flask app.
-async fn proxy_for(flask: &Flask) -> sitegate::server::Running {
+pub(crate) async fn proxy_for(flask: &Flask) -> sitegate::server::Running {
     let overrides = sitegate::state::Overrides {
         upstream: Some(format!("127.0.0.1:{}", flask.port).parse().unwrap()),
         listen: Some(([127, 0, 0, 1], 0).into()),

@@ -3,6 +3,7 @@
 
 mod access;
 mod binary;
+mod canonical;
 mod deploy;
 mod failure;
 mod fuzz_regressions;
