@@ -8,6 +8,7 @@ mod deploy;
 mod failure;
 mod fuzz_regressions;
 mod harness;
+mod integrity;
 mod legacy;
 mod models;
 mod proxy;
