@@ -331,6 +331,54 @@ mod tests {
     }
 
     #[test]
+    fn configured_issuer_and_audience_are_required_and_crit_refused() {
+        use jsonwebtoken::{Algorithm, EncodingKey, Header, Validation, encode};
+        let secret = b"a-test-secret-of-at-least-32-bytes!!";
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&["suite"]);
+        validation.set_audience(&["sitegate"]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        let policy = JwtPolicy {
+            key: JwtKey::Single(jsonwebtoken::DecodingKey::from_secret(secret)),
+            validation,
+        };
+        let token = |claims: serde_json::Value, header: Header| {
+            let t = encode(&header, &claims, &EncodingKey::from_secret(secret)).unwrap();
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+            );
+            h
+        };
+        let exp = 4_000_000_000u64;
+        let full = serde_json::json!({"sub": "u", "exp": exp, "iss": "suite", "aud": "sitegate"});
+        assert!(check_jwt(Some(&policy), &token(full, Header::default())).is_ok());
+        let no_iss = serde_json::json!({"sub": "u", "exp": exp, "aud": "sitegate"});
+        assert!(check_jwt(Some(&policy), &token(no_iss, Header::default())).is_err());
+        let no_aud = serde_json::json!({"sub": "u", "exp": exp, "iss": "suite"});
+        assert!(check_jwt(Some(&policy), &token(no_aud, Header::default())).is_err());
+        // A valid token whose header names a critical extension sitegate cannot know.
+        let crit = {
+            use base64::Engine;
+            let full =
+                serde_json::json!({"sub": "u", "exp": exp, "iss": "suite", "aud": "sitegate"});
+            let t = encode(&Header::default(), &full, &EncodingKey::from_secret(secret)).unwrap();
+            let rest = t.split_once('.').unwrap().1.to_string();
+            let head = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(br#"{"alg":"HS256","typ":"JWT","crit":["exp"]}"#);
+            format!("{head}.{rest}")
+        };
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {crit}")).unwrap(),
+        );
+        assert!(check_jwt(Some(&policy), &h).is_err());
+        assert!(has_crit(&crit));
+    }
+
+    #[test]
     fn key_files_are_checked_line_by_line() {
         assert_eq!(parse_key_file("abc\n").unwrap_err().0, 1);
         assert_eq!(
