@@ -61,14 +61,18 @@ fn rfc3339(t: SystemTime) -> String {
 
 /// True when the caller may read the policy or reload it: a loopback peer, or one that
 /// shows the configured admin token (`Authorization: Bearer ...`).
-fn trusted(policy: &crate::policy::Policy, req: &Request<Incoming>, loopback: bool) -> bool {
+fn trusted(
+    token: Option<&crate::policy::AdminToken>,
+    headers: &http::HeaderMap,
+    loopback: bool,
+) -> bool {
     if loopback {
         return true;
     }
-    let Some(token) = &policy.server.admin_token else {
+    let Some(token) = token else {
         return false;
     };
-    req.headers()
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
         .is_some_and(|t| token.matches(t.trim_ascii()))
@@ -82,7 +86,9 @@ pub async fn handle(
     loopback: bool,
 ) -> Response<Full<Bytes>> {
     let policy = shared.policy.load();
-    if matches!(req.uri().path(), "/config" | "/reload") && !trusted(&policy, &req, loopback) {
+    if matches!(req.uri().path(), "/config" | "/reload")
+        && !trusted(policy.server.admin_token.as_ref(), req.headers(), loopback)
+    {
         let mut resp = json_response(
             StatusCode::UNAUTHORIZED,
             json!({"error": "/config and /reload need Authorization: Bearer <admin token> ([server] admin_token_env or admin_token_file), or a loopback peer"}),
@@ -186,5 +192,56 @@ fn outcome_json(outcome: &ReloadOutcome) -> serde_json::Value {
         ReloadOutcome::Applied { version } => json!({"result": "ok", "version": version}),
         ReloadOutcome::Unchanged => json!({"result": "unchanged"}),
         ReloadOutcome::Failed { errors } => json!({"result": "error", "errors": errors}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trusted;
+    use crate::policy::AdminToken;
+    use http::{HeaderMap, HeaderValue, header};
+
+    fn bearer(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    // The end-to-end suite binds loopback only, so its peers are always trusted; the
+    // remote peer's side of the decision is held here.
+    #[test]
+    fn a_remote_peer_needs_the_exact_token() {
+        let token = AdminToken::new("generated-admin-token-for-tests");
+        let t = Some(&token);
+        assert!(trusted(
+            t,
+            &bearer("Bearer generated-admin-token-for-tests"),
+            false
+        ));
+        assert!(!trusted(t, &HeaderMap::new(), false));
+        assert!(!trusted(
+            t,
+            &bearer("Bearer generated-admin-token-for-test"),
+            false
+        ));
+        assert!(!trusted(
+            t,
+            &bearer("Bearer generated-admin-token-for-testsX"),
+            false
+        ));
+        assert!(!trusted(
+            t,
+            &bearer("Basic generated-admin-token-for-tests"),
+            false
+        ));
+        assert!(!trusted(
+            t,
+            &bearer("generated-admin-token-for-tests"),
+            false
+        ));
+        // No token configured: a remote peer is never trusted, whatever it sends.
+        assert!(!trusted(None, &bearer("Bearer anything"), false));
+        assert!(!trusted(None, &bearer("Bearer "), false));
+        assert!(trusted(None, &HeaderMap::new(), true));
     }
 }

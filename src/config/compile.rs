@@ -445,6 +445,8 @@ fn compile_limits(raw: Option<(RawLimits, &Source)>, diags: &mut Vec<Diagnostic>
     }
 }
 
+const NO_LOG_FILE: &str = "logging.max_file_size and max_files rotate `logging.file`, which is not set: they would do nothing";
+
 fn compile_logging(
     raw: Option<(RawLogging, &Source)>,
     diags: &mut Vec<Diagnostic>,
@@ -470,6 +472,12 @@ fn compile_logging(
         }
         None => "info".into(),
     };
+    if raw.file.is_none() && (raw.max_file_size.is_some() || raw.max_files.is_some()) {
+        diags.push(match &raw.max_files {
+            Some(n) => Diagnostic::at(&src.path, &src.text, Some(n.span()), NO_LOG_FILE),
+            None => Diagnostic::file(&src.path, NO_LOG_FILE),
+        });
+    }
     let max_files = match raw.max_files {
         Some(n) if *n.get_ref() < 1 || *n.get_ref() > 1000 => {
             diags.push(Diagnostic::at(

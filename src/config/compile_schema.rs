@@ -91,6 +91,7 @@ fn field(raw: Spanned<RawField>, sink: &mut Sink) -> Rule {
             }
         }
     }
+    no_op_keys(&f, &rule.kinds, &span, sink);
     rule.nullable = f.nullable.unwrap_or(false);
     rule.min = f.min;
     rule.max = f.max;
@@ -130,6 +131,60 @@ fn field(raw: Spanned<RawField>, sink: &mut Sink) -> Rule {
     rule.min_items = f.min_items;
     rule.max_items = f.max_items;
     rule
+}
+
+/// A key that cannot apply to any type the field allows would do nothing: the author
+/// meant something else (`min` on a string, a length on a number), so it is an error.
+fn no_op_keys(f: &RawField, kinds: &[Kind], span: &std::ops::Range<usize>, sink: &mut Sink) {
+    let allows = |wanted: &[Kind]| kinds.is_empty() || kinds.iter().any(|k| wanted.contains(k));
+    let numbers = [Kind::Number, Kind::Integer];
+    let checks: [(&str, bool, &[Kind], &str); 13] = [
+        ("min", f.min.is_some(), &numbers, "number or integer"),
+        ("max", f.max.is_some(), &numbers, "number or integer"),
+        ("min_len", f.min_len.is_some(), &[Kind::String], "string"),
+        ("max_len", f.max_len.is_some(), &[Kind::String], "string"),
+        ("pattern", f.pattern.is_some(), &[Kind::String], "string"),
+        ("format", f.format.is_some(), &[Kind::String], "string"),
+        ("trim", f.trim == Some(true), &[Kind::String], "string"),
+        ("fields", f.fields.is_some(), &[Kind::Object], "object"),
+        ("required", f.required.is_some(), &[Kind::Object], "object"),
+        (
+            "additional",
+            f.additional.is_some(),
+            &[Kind::Object],
+            "object",
+        ),
+        ("items", f.items.is_some(), &[Kind::Array], "array"),
+        ("min_items", f.min_items.is_some(), &[Kind::Array], "array"),
+        ("max_items", f.max_items.is_some(), &[Kind::Array], "array"),
+    ];
+    let mut say = |message: String| {
+        sink.diags.push(Diagnostic::at(
+            sink.file,
+            sink.text,
+            Some(span.clone()),
+            message,
+        ))
+    };
+    for (key, set, wanted, what) in checks {
+        if set && !allows(wanted) {
+            say(format!(
+                "`{key}` applies to a {what} and this field's type allows none: it would do nothing"
+            ));
+        }
+    }
+    // `coerce` turns a numeric string into a number: it needs a number type and no
+    // string type (a string would be accepted as it is).
+    let coerces = kinds.iter().any(|k| numbers.contains(k)) && !kinds.contains(&Kind::String);
+    if f.coerce == Some(true) && !coerces {
+        say(
+            "`coerce` needs a number or integer type and no string type: it would do nothing"
+                .into(),
+        );
+    }
+    if f.nullable == Some(true) && (kinds.is_empty() || kinds.contains(&Kind::Null)) {
+        say("`nullable` does nothing when the type already allows null (no `type`, or \"null\" listed)".into());
+    }
 }
 
 /// Compiles a route's `schema_file` (draft 2020-12 unless its `$schema` names draft 7
@@ -321,6 +376,24 @@ pub(super) fn route_model(
             "unknown action; use inference, retrain, register or unlock",
         );
     }
+    // The force flag is read for retraining only, the confirmation for unlocking only.
+    use crate::policy::models::Action;
+    if let (Some(f), Some(a)) = (&raw.force, action)
+        && a != Action::Retrain
+    {
+        sink.at(
+            f,
+            "`force` is read for action \"retrain\" only: it would do nothing here",
+        );
+    }
+    if let (Some(c), Some(a)) = (&raw.confirm, action)
+        && a != Action::Unlock
+    {
+        sink.at(
+            c,
+            "`confirm` is read for action \"unlock\" only: it would do nothing here",
+        );
+    }
     let mut source = |s: Option<Spanned<String>>| -> Option<ValueSource> {
         let s = s?;
         let (kind, what) = s.get_ref().split_once(':').unwrap_or(("", ""));
@@ -372,6 +445,22 @@ pub(super) fn access(
     use crate::guard::access::{AccessPolicy, parse_key_file};
     let mut out = AccessPolicy::default();
     let Some((raw, src)) = raw else { return out };
+    if let (Some(h), None) = (&raw.api_key_header, &raw.api_keys_file) {
+        diags.push(Diagnostic::at(
+            &src.path,
+            &src.text,
+            Some(h.span()),
+            "`api_key_header` names where keys are read, but no `api_keys_file` holds any: it would do nothing",
+        ));
+    }
+    if raw.allowed_origins.is_none()
+        && (raw.cors_methods.is_some() || raw.cors_headers.is_some() || raw.cors_max_age.is_some())
+    {
+        diags.push(Diagnostic::file(
+            &src.path,
+            "[access] cors_methods, cors_headers and cors_max_age answer preflights for `allowed_origins`, which is not set: they would do nothing",
+        ));
+    }
     if let Some(h) = raw.api_key_header {
         match http::HeaderName::from_bytes(h.get_ref().as_bytes()) {
             Ok(name) => out.api_key_header = name,
@@ -411,36 +500,47 @@ pub(super) fn access(
         out.jwt = jwt(j, src, data, diags);
     }
     if let Some(r) = raw.failed_auth_limit {
-        let span = r.span();
-        let r = r.into_inner();
-        let per = std::num::NonZeroU32::new(r.per_minute);
-        let burst = std::num::NonZeroU32::new(r.burst.unwrap_or(r.per_minute));
-        match (per, burst) {
-            (Some(p), Some(b)) => out.failed_auth_limit = (p, b),
-            _ => diags.push(Diagnostic::at(
-                &src.path,
-                &src.text,
-                Some(span),
-                "failed_auth_limit.per_minute and burst must be at least 1 (failed credentials are always limited)",
-            )),
+        let (span, r) = (r.span(), r.into_inner());
+        if let Some(b) = bucket(
+            r.per_minute,
+            r.burst,
+            span,
+            src,
+            diags,
+            "failed_auth_limit.per_minute and burst must be at least 1 (failed credentials are always limited)",
+        ) {
+            out.failed_auth_limit = b;
         }
     }
     if let Some(r) = raw.rate_limit {
-        let span = r.span();
-        let r = r.into_inner();
-        let per = std::num::NonZeroU32::new(r.per_second);
-        let burst = std::num::NonZeroU32::new(r.burst.unwrap_or(r.per_second));
-        match (per, burst) {
-            (Some(p), Some(b)) => out.rate_limit = Some((p, b)),
-            _ => diags.push(Diagnostic::at(
-                &src.path,
-                &src.text,
-                Some(span),
-                "rate_limit.per_second and burst must be at least 1",
-            )),
-        }
+        let (span, r) = (r.span(), r.into_inner());
+        out.rate_limit = bucket(
+            r.per_second,
+            r.burst,
+            span,
+            src,
+            diags,
+            "rate_limit.per_second and burst must be at least 1",
+        );
     }
     out
+}
+
+/// A token bucket's rate and burst (the burst defaults to the rate); both at least 1.
+fn bucket(
+    rate: u32,
+    burst: Option<u32>,
+    span: std::ops::Range<usize>,
+    src: &Source,
+    diags: &mut Vec<Diagnostic>,
+    message: &str,
+) -> Option<(std::num::NonZeroU32, std::num::NonZeroU32)> {
+    use std::num::NonZeroU32;
+    let both = NonZeroU32::new(rate).zip(NonZeroU32::new(burst.unwrap_or(rate)));
+    if both.is_none() {
+        diags.push(Diagnostic::at(&src.path, &src.text, Some(span), message));
+    }
+    both
 }
 
 /// A route's `auth`.

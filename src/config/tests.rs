@@ -420,3 +420,74 @@ fn schema_file_mistakes_are_reported_at_the_key() {
     assert!(e.contains("is not a usable JSON Schema"), "{e}");
     assert!(with_data(&route(""), &[("dir/s.json", "{\"type\": \"object\"}")]).is_ok());
 }
+
+#[test]
+fn keys_that_would_do_nothing_are_errors() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "[schema.s.fields.a]\ntype = \"string\"\nmin = 1\n",
+            "`min` applies to a number",
+        ),
+        (
+            "[schema.s.fields.a]\ntype = \"integer\"\nmax_len = 3\n",
+            "`max_len` applies to a string",
+        ),
+        (
+            "[schema.s.fields.a]\ntype = \"number\"\npattern = \"x\"\n",
+            "`pattern` applies to a string",
+        ),
+        (
+            "[schema.s.fields.a]\ntype = \"string\"\nitems = { type = \"string\" }\n",
+            "`items` applies to a array",
+        ),
+        (
+            "[schema.s.fields.a]\ntype = \"array\"\nrequired = [\"x\"]\n",
+            "`required` applies to a object",
+        ),
+        (
+            "[schema.s.fields.a]\ntype = [\"string\", \"number\"]\ncoerce = true\n",
+            "`coerce` needs a number",
+        ),
+        (
+            "[schema.s.fields.a]\nnullable = true\n",
+            "`nullable` does nothing",
+        ),
+        (
+            "[[route]]\nname = \"r\"\npath = \"/m/{name}/{version}/predict\"\nmodel = { action = \"inference\", name = \"path:name\", version = \"path:version\", force = \"json:/f\" }\n",
+            "`force` is read for action \"retrain\" only",
+        ),
+        (
+            "[[route]]\nname = \"r\"\npath = \"/m/{name}/retrain\"\nmodel = { action = \"retrain\", name = \"path:name\", confirm = \"header:x-confirm\" }\n",
+            "`confirm` is read for action \"unlock\" only",
+        ),
+        (
+            "[access]\napi_key_header = \"x-key\"\n",
+            "no `api_keys_file` holds any",
+        ),
+        (
+            "[access]\ncors_max_age = \"1h\"\n",
+            "`allowed_origins`, which is not set",
+        ),
+        (
+            "[logging]\nmax_files = 3\n",
+            "rotate `logging.file`, which is not set",
+        ),
+        (
+            "[logging]\nmax_file_size = \"1 MiB\"\n",
+            "rotate `logging.file`, which is not set",
+        ),
+    ];
+    for (text, wanted) in cases {
+        let errs = errors(text);
+        assert!(errs.iter().any(|e| e.contains(wanted)), "{text}: {errs:?}");
+    }
+    // The same keys where they do something are accepted.
+    compile_one(
+        "[schema.s.fields.a]\ntype = [\"integer\", \"string\"]\nmin = 1\nmax_len = 3\nnullable = true\n\
+         [schema.s.fields.b]\ntype = \"number\"\ncoerce = true\n\
+         [schema.s.fields.c]\nmin = 1\nmin_len = 2\nitems = { type = \"string\" }\n\
+         [access]\nallowed_origins = [\"https://a.example\"]\ncors_max_age = \"1h\"\n\
+         [logging]\nfile = \"x.log\"\nmax_files = 3\n",
+    )
+    .unwrap();
+}

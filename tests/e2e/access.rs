@@ -157,6 +157,34 @@ async fn jwt_outcomes() {
     wrong_aud["aud"] = "someone-else".into();
     let mut tampered = valid.clone();
     tampered.insert(tampered.rfind('.').unwrap() + 2, 'x');
+    let mut no_iss = good.clone();
+    no_iss.as_object_mut().unwrap().remove("iss");
+    let mut no_aud = good.clone();
+    no_aud.as_object_mut().unwrap().remove("aud");
+    // A header naming an extension the verifier must understand (RFC 7515 §4.1.11):
+    // sitegate understands none, so any `crit` is refused, even with a valid signature.
+    let b64 = |v: serde_json::Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let signed = |header: serde_json::Value| {
+        let input = format!("{}.{}", b64(header), b64(good.clone()));
+        let sig = jsonwebtoken::crypto::sign(
+            input.as_bytes(),
+            &jsonwebtoken::EncodingKey::from_secret(s),
+            jsonwebtoken::Algorithm::HS256,
+        )
+        .unwrap();
+        format!("{input}.{sig}")
+    };
+    // The same hand-built token without `crit` is accepted, so the refusal below is
+    // the `crit` and nothing else.
+    let plain = signed(serde_json::json!({"alg": "HS256", "typ": "JWT"}));
+    let r = send("GET", &url, &[("authorization", &bearer(&plain))], "").await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let with_crit = signed(
+        serde_json::json!({"alg": "HS256", "typ": "JWT", "crit": ["exp-ext"], "exp-ext": 1}),
+    );
     let unsigned = format!(
         "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.",
         valid.split('.').nth(1).unwrap()
@@ -181,6 +209,15 @@ async fn jwt_outcomes() {
             bearer(&token(s, jsonwebtoken::Algorithm::HS384, good.clone())),
         ),
         ("tampered", bearer(&tampered)),
+        (
+            "no iss though an issuer is configured",
+            bearer(&token(s, jsonwebtoken::Algorithm::HS256, no_iss)),
+        ),
+        (
+            "no aud though an audience is configured",
+            bearer(&token(s, jsonwebtoken::Algorithm::HS256, no_aud)),
+        ),
+        ("crit header", bearer(&with_crit)),
         ("alg none", bearer(&unsigned)),
     ];
     for (what, auth) in cases {
