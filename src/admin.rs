@@ -87,11 +87,19 @@ pub async fn handle(
 ) -> Response<Full<Bytes>> {
     let policy = shared.policy.load();
     if matches!(req.uri().path(), "/config" | "/reload")
-        && !trusted(policy.server.admin_token.as_ref(), req.headers(), loopback)
+        && !trusted(
+            policy.server.admin_token.as_ref(),
+            req.headers(),
+            loopback && policy.server.admin_trust_loopback,
+        )
     {
         let mut resp = json_response(
             StatusCode::UNAUTHORIZED,
-            json!({"error": "/config and /reload need Authorization: Bearer <admin token> ([server] admin_token_env or admin_token_file), or a loopback peer"}),
+            json!({"error": if policy.server.admin_trust_loopback {
+                "/config and /reload need Authorization: Bearer <admin token> ([server] admin_token_env or admin_token_file), or a loopback peer"
+            } else {
+                "/config and /reload need Authorization: Bearer <admin token> ([server] admin_token_env or admin_token_file); admin_trust_loopback is off"
+            }}),
         );
         resp.headers_mut().insert(
             header::WWW_AUTHENTICATE,

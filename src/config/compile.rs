@@ -309,6 +309,7 @@ fn compile_server(
             .client_body_timeout
             .map_or(Duration::from_secs(30), |d| d.0),
         admin_token,
+        admin_trust_loopback: raw.admin_trust_loopback.unwrap_or(true),
     }
 }
 

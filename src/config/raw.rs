@@ -235,6 +235,7 @@ pub struct RawServer {
     pub client_body_timeout: Option<Dur>,
     pub admin_token_env: Option<Spanned<String>>,
     pub admin_token_file: Option<Spanned<String>>,
+    pub admin_trust_loopback: Option<bool>,
 }
 
 /// `[upstream]`

@@ -100,6 +100,10 @@ pub struct ServerSettings {
     /// The token `/config` and `POST /reload` accept from a non-loopback peer
     /// (`admin_token_env` / `admin_token_file`); `None`: loopback peers only.
     pub admin_token: Option<AdminToken>,
+    /// Whether a loopback peer may read `/config` and reload without the token. In a
+    /// Kubernetes pod every container shares loopback, so an operator who does not
+    /// trust the app container turns this off and gives the token to whoever needs it.
+    pub admin_trust_loopback: bool,
 }
 
 /// The admin listener's bearer token. Never printed: `Debug` shows `[REDACTED]`.

@@ -92,17 +92,18 @@ async fn slow_bodies_hold_only_what_they_sent_of_the_memory_budget() {
         m.replace(
             "shutdown_grace = \"5s\"\n",
             "shutdown_grace = \"5s\"\nclient_body_timeout = \"20s\"\n",
-        ) + "\n[limits]\nbuffer_budget = \"16 MiB\"\n"
+        )
     })
     .await;
     std::fs::write(
         env.path("routes.toml"),
-        "[[route]]\nname = \"v\"\npath = \"/sha256\"\nmax_body = \"2 MiB\"\nschema = \"r\"\n[schema.r]\nrequired = [\"id\"]\n",
+        "[[route]]\nname = \"v\"\npath = \"/sha256\"\nmax_body = \"2 MiB\"\ntimeout = \"20s\"\nschema = \"r\"\n[schema.r]\nrequired = [\"id\"]\n",
     )
     .unwrap();
     let r = send("POST", &env.admin("/reload"), &[], "").await;
     assert_eq!(r.status, 200, "{}", r.body_text());
-    // 26 clients declare 2 MiB and send one byte: before, each held 10 MiB at once.
+    // 26 clients declare 2 MiB and send one byte: before, each held 10 MiB at once
+    // (2 MiB and the parse factor), and 26 of them the whole default 256 MiB budget.
     let mut held = Vec::new();
     for _ in 0..26 {
         let mut s = tokio::net::TcpStream::connect(env.proxy.addr)
@@ -257,6 +258,38 @@ async fn a_reload_that_removes_the_keys_a_route_needs_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_that_would_do_nothing_are_refused_by_check_and_reload_alike() {
+    let env = Env::start("").await;
+    let main = std::fs::read_to_string(env.path("sitegate.toml")).unwrap();
+    // Each one was (or would be) accepted while protecting nothing.
+    let cases = [
+        ("\n[limits]\nauth = \"api_key\"\n", "unknown field `auth`"),
+        (
+            "\n[limits]\nmodel = { action = \"inference\" }\n",
+            "unknown field `model`",
+        ),
+        (
+            "\n[access]\napi_key_header = \"x-key\"\n",
+            "no `api_keys_file` holds any",
+        ),
+    ];
+    for (extra, wanted) in cases {
+        std::fs::write(env.path("sitegate.toml"), format!("{main}{extra}")).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sitegate"))
+            .args(["check", "--config"])
+            .arg(env.path("sitegate.toml"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{extra}: {stderr}");
+        assert!(stderr.contains(wanted), "{extra}: {stderr}");
+        let r = send("POST", &env.admin("/reload"), &[], "").await;
+        assert_eq!(r.status, 422, "{extra}: {}", r.body_text());
+        assert!(r.body_text().contains(wanted), "{}", r.body_text());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_included_file_caught_empty_mid_save_is_never_applied() {
     let env = Env::start(MODEL_ROUTES).await;
     let guarded = || async {
@@ -319,6 +352,42 @@ async fn admin_reads_and_writes_need_a_loopback_peer_or_the_token() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16 bytes"));
+    // With loopback not trusted (every container of a pod shares it), only the token
+    // opens /config and /reload; probes and scrapes stay open.
+    let token: String = (0..32).map(|_| fastrand::alphanumeric()).collect();
+    std::fs::write(env.path("admin.token"), format!("{token}\n")).unwrap();
+    std::fs::write(
+        env.path("sitegate.toml"),
+        main.replace(
+            "shutdown_grace = \"5s\"\n",
+            "shutdown_grace = \"5s\"\nadmin_token_file = \"admin.token\"\nadmin_trust_loopback = false\n",
+        ),
+    )
+    .unwrap();
+    let r = send("POST", &env.admin("/reload"), &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let bearer = format!("Bearer {token}");
+    let wrong = format!("Bearer {}x", &token[..31]);
+    for (path, method) in [("/config", "GET"), ("/reload", "POST")] {
+        let none = send(method, &env.admin(path), &[], "").await;
+        assert_eq!(none.status, 401, "{path}: {}", none.body_text());
+        assert!(none.header("www-authenticate").is_some());
+        let bad = send(method, &env.admin(path), &[("authorization", &wrong)], "").await;
+        assert_eq!(bad.status, 401, "{path}");
+        let ok = send(method, &env.admin(path), &[("authorization", &bearer)], "").await;
+        assert_eq!(ok.status, 200, "{path}: {}", ok.body_text());
+    }
+    let config = send(
+        "GET",
+        &env.admin("/config"),
+        &[("authorization", &bearer)],
+        "",
+    )
+    .await;
+    assert!(!config.body_text().contains(&token));
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(get(&env.admin(path)).await.status, 200, "{path}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
