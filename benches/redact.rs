@@ -68,6 +68,30 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(r.redact(black_box(&json))))
     });
     g.finish();
+    // Each detector's keyword repeated back to back, 1 MiB each: the cost per byte
+    // must stay within a small factor of clean text (a search per keyword hit over
+    // the detector's whole window made `eyJ` quadratic: 20 s per MiB).
+    let mut g = c.benchmark_group("redact-adversarial");
+    let mut units: Vec<String> = sitegate::redact::detectors::BUILTINS
+        .iter()
+        .flat_map(|b| b.keywords.iter().map(|k| k.to_string()))
+        .collect();
+    units.extend([
+        "password=".into(),
+        "eyJa.".into(),
+        "AKIA".into(),
+        "\"token\":\"".into(),
+    ]);
+    units.sort();
+    units.dedup();
+    for unit in units {
+        let text = unit.repeat((1 << 20) / unit.len()).into_bytes();
+        g.throughput(Throughput::Bytes(text.len() as u64));
+        g.bench_function(format!("{unit:?} repeated, 1 MiB"), |b| {
+            b.iter(|| black_box(r.redact(black_box(&text))))
+        });
+    }
+    g.finish();
     let small = br#"{"project_id":"P001","risk_score":0.37,"delay_risk":"medium","recommendations":["add a buffer to the concrete pour schedule","review subcontractor capacity"],"phase":9,"model":"delay-predictor@2.1.0","generated_at":"2026-11-28T00:00:00Z","confidence":0.81,"site":"north yard","weather":"rain","crew":"concrete team B-12"}"#;
     let mut g = c.benchmark_group("redact-small");
     g.bench_function(format!("clean JSON response, {} bytes", small.len()), |b| {
@@ -78,7 +102,7 @@ fn bench(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(3));
+    config = Criterion::default().sample_size(10).measurement_time(std::time::Duration::from_secs(2));
     targets = bench
 }
 criterion_main!(benches);

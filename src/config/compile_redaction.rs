@@ -47,6 +47,27 @@ pub(super) fn redaction(
             }
         }
     }
+    for (name, floor) in raw.entropy.into_iter().flatten() {
+        let has_floor = name.get_ref() == "json-key"
+            || BUILTINS
+                .iter()
+                .any(|b| b.name == name.get_ref() && b.check.entropy().is_some());
+        if !has_floor {
+            at(
+                name.span(),
+                "this detector has no entropy floor (see the README's detector table)".into(),
+            );
+        } else if !(0.0..=8.0).contains(floor.get_ref()) {
+            at(
+                floor.span(),
+                "an entropy floor is in bits per character: 0 to 8".into(),
+            );
+        } else {
+            settings
+                .entropy
+                .push((name.into_inner(), floor.into_inner()));
+        }
+    }
     for d in raw.disable.into_iter().flatten() {
         let known = BUILTINS.iter().any(|b| b.name == d.get_ref()) || d.get_ref() == "json-key";
         if known {

@@ -208,6 +208,7 @@ pub struct RawRedaction {
     pub replacement: Option<Spanned<String>>,
     pub json_keys: Option<Vec<Spanned<String>>>,
     pub disable: Option<Vec<Spanned<String>>>,
+    pub entropy: Option<std::collections::BTreeMap<Spanned<String>, Spanned<f32>>>,
     pub buffer_limit: Option<Size>,
     pub pattern: Option<Vec<RawPattern>>,
 }

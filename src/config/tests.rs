@@ -491,3 +491,21 @@ fn keys_that_would_do_nothing_are_errors() {
     )
     .unwrap();
 }
+
+#[test]
+fn entropy_floors_are_set_per_detector_that_has_one() {
+    let p = compile_one("[redaction.entropy]\npassword-assignment = 3.5\n").unwrap();
+    assert!(
+        p.redaction
+            .redactor
+            .redact(b"password = \"hunter2\"")
+            .is_none()
+    );
+    let errs = errors("[redaction.entropy]\njwt = 2.0\n");
+    assert!(
+        errs.iter().any(|e| e.contains("has no entropy floor")),
+        "{errs:?}"
+    );
+    let errs = errors("[redaction.entropy]\nsecret-assignment = 9.0\n");
+    assert!(errs.iter().any(|e| e.contains("0 to 8")), "{errs:?}");
+}

@@ -191,6 +191,12 @@ pub(super) async fn redact(
     };
     let body = match redactor.redact(&plain) {
         None => plain,
+        Some((_, found)) if found.iter().any(|f| f.cut) => {
+            return Err(refuse(
+                ctx,
+                "a secret longer than its detector's window (a private key block with no END within 64 KiB)",
+            ));
+        }
         Some((out, found)) => {
             for f in &found {
                 count(ctx, f);

@@ -33,6 +33,19 @@ struct Detector {
     max_len: usize,
     redact: Redact,
     check: Check,
+    /// See [`detectors::Builtin::terminated`].
+    terminated: bool,
+}
+
+/// The longest match `pattern` can make, in bytes, read from its syntax; `None` when
+/// a repetition is unbounded.
+pub fn longest_match(pattern: &str) -> Result<Option<usize>, String> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .utf8(false)
+        .build()
+        .parse(pattern)
+        .map_err(|e| e.to_string())?;
+    Ok(hir.properties().maximum_len())
 }
 
 /// A site-specific detector from `[[redaction.pattern]]`.
@@ -42,7 +55,7 @@ pub struct CustomPattern {
     pub name: String,
     /// The compiled regex (its whole match is redacted).
     pub regex: Regex,
-    /// Longest match in bytes.
+    /// Longest match in bytes (read from the regex: [`longest_match`]).
     pub max_len: usize,
 }
 
@@ -57,6 +70,8 @@ pub struct RedactionSettings {
     pub disable: Vec<String>,
     /// Site detectors.
     pub patterns: Vec<CustomPattern>,
+    /// Entropy floors set per detector (`[redaction.entropy]`), over the built-in ones.
+    pub entropy: Vec<(String, f32)>,
 }
 
 impl Default for RedactionSettings {
@@ -66,6 +81,7 @@ impl Default for RedactionSettings {
             json_keys: DEFAULT_JSON_KEYS.iter().map(|s| s.to_string()).collect(),
             disable: Vec::new(),
             patterns: Vec::new(),
+            entropy: Vec::new(),
         }
     }
 }
@@ -105,6 +121,10 @@ pub struct Finding {
     pub detector: Arc<str>,
     /// Bytes replaced (never the secret itself).
     pub range: Range<usize>,
+    /// The secret did not end within the detector's window (a private key block
+    /// longer than 64 KiB): what follows may still hold part of it, so the body must
+    /// not be passed on as if it had been redacted.
+    pub cut: bool,
 }
 
 /// A candidate during a scan: the whole match (for overlaps) and what it replaces.
@@ -112,6 +132,19 @@ struct Candidate {
     span: Range<usize>,
     replace: Range<usize>,
     detector: usize,
+    cut: bool,
+}
+
+/// A detector's keyword hits during a scan, merged into one search window.
+#[derive(Clone, Copy)]
+enum Window {
+    /// No hit yet.
+    Idle,
+    /// Hits whose windows overlap: search `start..end` once.
+    Open(usize, usize),
+    /// A hit whose window runs past the input (a stream's next chunk may complete
+    /// it): this detector decides nothing more in this call.
+    Pending,
 }
 
 /// The compiled engine.
@@ -152,18 +185,30 @@ impl Redactor {
         {
             // ASCII mode: secrets are ASCII, and Unicode classes (`\b`, `\s`, `(?i)`)
             // would make each automaton many times larger and slower.
-            let regex = Regex::new(&format!("(?-u){}", b.regex))
-                .map_err(|e| BuildError(format!("{}: {e}", b.name)))?;
+            let pattern = format!("(?-u){}", b.regex);
+            let regex = Regex::new(&pattern).map_err(|e| BuildError(format!("{}: {e}", b.name)))?;
+            let max_len = match b.max_len {
+                0 => longest_match(&pattern)
+                    .map_err(|e| BuildError(format!("{}: {e}", b.name)))?
+                    .ok_or_else(|| BuildError(format!("{}: unbounded repetition", b.name)))?,
+                declared => declared,
+            };
             for k in b.keywords {
                 keyword_list.push((k.to_string(), detectors.len()));
             }
+            let check = settings
+                .entropy
+                .iter()
+                .find(|(name, _)| name == b.name)
+                .map_or(b.check, |(_, floor)| b.check.with_entropy(*floor));
             detectors.push(Detector {
                 name: Arc::from(b.name),
                 regex,
                 lookback: b.lookback,
-                max_len: b.max_len,
+                max_len,
                 redact: b.redact,
-                check: b.check,
+                check,
+                terminated: b.terminated,
             });
         }
         if !settings.json_keys.is_empty() && !settings.disable.iter().any(|d| d == "json-key") {
@@ -175,21 +220,29 @@ impl Redactor {
             // Plain JSON, and JSON escaped inside a JSON string (a config echoed by a
             // debug endpoint): `"token": "v"` and `\"token\": \"v\"`.
             let pattern = format!(
-                r#"(?-u)(?i)\\?"(?:{})\\?"\s*:\s*(?:\\"([^"\\]+)\\"|"((?:[^"\\]|\\.)+)")"#,
+                r#"(?-u)(?i)\\?"(?:{})\\?"[ \t\r\n]{{0,16}}:[ \t\r\n]{{0,16}}(?:\\"([^"\\]+)\\"|"((?:[^"\\]|\\.)+)")"#,
                 alternatives.join("|")
             );
             let regex = Regex::new(&pattern).map_err(|e| BuildError(format!("json-key: {e}")))?;
+            // A value of up to 4 KiB, escaped (twice the bytes), and its key.
+            let max_len = 4096 * 2 + 256;
             for k in &settings.json_keys {
                 keyword_list.push((format!("\"{k}"), detectors.len()));
             }
+            let floor = settings
+                .entropy
+                .iter()
+                .find(|(name, _)| name == "json-key")
+                .map_or(1.5, |(_, f)| *f);
             detectors.push(Detector {
                 name: Arc::from("json-key"),
                 regex,
                 // The escaped form starts with the backslash before the keyword's quote.
                 lookback: 1,
-                max_len: 4096 * 2 + 256,
+                max_len,
                 redact: Redact::Group,
-                check: Check::Generic(1.5),
+                check: Check::Generic(floor),
+                terminated: false,
             });
         }
         for p in &settings.patterns {
@@ -201,6 +254,7 @@ impl Redactor {
                 max_len: p.max_len,
                 redact: Redact::Match,
                 check: Check::None,
+                terminated: false,
             });
         }
         // One automaton for every keyword; detectors sharing a keyword share the id.
@@ -295,18 +349,42 @@ impl Redactor {
             len.saturating_sub(self.tail).max(from)
         };
         let mut candidates: Vec<Candidate> = Vec::new();
+        // Each detector's hits are merged into windows that are searched once, so the
+        // cost is the bytes searched, however densely a keyword repeats (`eyJeyJ...`
+        // searched per hit cost each hit a whole window: quadratic).
+        let mut windows: Vec<Window> = Vec::new();
         self.keywords.find(&hay[from..], |keyword, start| {
             let s = from + start;
+            if windows.is_empty() {
+                windows = vec![Window::Idle; self.detectors.len()];
+            }
             for &d in &self.owners[keyword] {
                 let det = &self.detectors[d];
-                if !eof && s + det.max_len + 1 > len {
-                    // Its match could still grow: hold from where it could start.
-                    safe = safe.min(s.saturating_sub(det.lookback).max(from));
-                    continue;
+                let (lo, hi) = (s.saturating_sub(det.lookback), s + det.max_len + 1);
+                match windows[d] {
+                    Window::Pending => {}
+                    open if !eof && hi > len => {
+                        // Its match could still grow: hold from where it could start.
+                        if let Window::Open(a, b) = open {
+                            self.search(hay, d, a, b, from, &mut candidates);
+                        }
+                        windows[d] = Window::Pending;
+                        safe = safe.min(lo.max(from));
+                    }
+                    Window::Open(a, b) if lo < b => windows[d] = Window::Open(a, hi.min(len)),
+                    Window::Open(a, b) => {
+                        self.search(hay, d, a, b, from, &mut candidates);
+                        windows[d] = Window::Open(lo, hi.min(len));
+                    }
+                    Window::Idle => windows[d] = Window::Open(lo, hi.min(len)),
                 }
-                self.try_at(hay, d, s, from, &mut candidates);
             }
         });
+        for (d, w) in windows.iter().enumerate() {
+            if let Window::Open(a, b) = *w {
+                self.search(hay, d, a, b, from, &mut candidates);
+            }
+        }
         for &d in &self.full_scan {
             let det = &self.detectors[d];
             let mut at = from;
@@ -320,6 +398,7 @@ impl Redactor {
                     span: m.range(),
                     replace: m.range(),
                     detector: d,
+                    cut: false,
                 });
                 at = if m.end() > m.start() {
                     m.end()
@@ -358,45 +437,63 @@ impl Redactor {
             found.push(Finding {
                 detector: self.detectors[c.detector].name.clone(),
                 range: c.replace,
+                cut: c.cut,
             });
         }
         (found, safe)
     }
 
-    /// Runs detector `d` around the keyword hit at `s`; a match must contain the hit
-    /// and start at or after `from`.
-    fn try_at(&self, hay: &[u8], d: usize, s: usize, from: usize, out: &mut Vec<Candidate>) {
+    /// Runs detector `d` over `hay[at..end]` (bytes before `at` are context), keeping
+    /// the matches that start at or after `from`. A match the check refuses is
+    /// searched past by one byte only, since another may start inside it (its value
+    /// may be the next assignment); an accepted one is skipped whole.
+    fn search(
+        &self,
+        hay: &[u8],
+        d: usize,
+        mut at: usize,
+        end: usize,
+        from: usize,
+        out: &mut Vec<Candidate>,
+    ) {
         let det = &self.detectors[d];
-        let window_end = (s + det.max_len + 1).min(hay.len());
-        let mut at = s.saturating_sub(det.lookback);
-        let window = &hay[..window_end];
-        while let Some(caps) = det.regex.captures_at(window, at) {
-            let Some(m) = caps.get(0) else { return };
-            if m.start() > s {
+        let window = &hay[..end];
+        while at < end {
+            let Some(caps) = det.regex.captures_at(window, at) else {
                 return;
+            };
+            let Some(m) = caps.get(0) else { return };
+            if m.start() < from {
+                // Decided by an earlier call (a stream's previous chunk).
+                at = from.max(m.start() + 1);
+                continue;
             }
-            if m.end() > s {
-                if m.start() < from {
-                    return;
-                }
-                let replace = match det.redact {
-                    Redact::Match => m.range(),
-                    // The first group that took part (a pattern may have alternatives).
-                    Redact::Group => match caps.iter().skip(1).flatten().next() {
-                        Some(g) => g.range(),
-                        None => return,
-                    },
-                };
-                if detectors::passes(det.check, &hay[replace.clone()]) {
+            let replace = match det.redact {
+                Redact::Match => Some(m.range()),
+                // The first group that took part (a pattern may have alternatives).
+                Redact::Group => caps.iter().skip(1).flatten().next().map(|g| g.range()),
+            };
+            match replace {
+                Some(mut replace) if detectors::passes(det.check, hay, &m.range(), &replace) => {
+                    let mut span = m.range();
+                    let mut cut = det.terminated && caps.get(caps.len() - 1).is_none();
+                    // Longer than the window (a run that goes on): cut at the window,
+                    // so a stream never holds more than that for it.
+                    if span.len() > det.max_len {
+                        span.end = span.start + det.max_len;
+                        replace.end = replace.end.min(span.end);
+                        cut = true;
+                    }
+                    at = span.end.max(span.start + 1);
                     out.push(Candidate {
-                        span: m.range(),
+                        span,
                         replace,
                         detector: d,
+                        cut,
                     });
                 }
-                return;
+                _ => at = m.start() + 1,
             }
-            at = m.end().max(m.start() + 1);
         }
     }
 }

@@ -251,10 +251,300 @@ pub fn cases() -> Vec<(&'static str, String, String, String)> {
             "api_key: <your-api-key>".into(),
         ),
         (
+            "gcp-service-account-key-id",
+            format!(
+                "{{\"type\": \"service_account\", \"private_key_id\": \"{}\"}}",
+                hexs(40, 36)
+            ),
+            hexs(40, 36),
+            "\"private_key_id\": \"\"".into(),
+        ),
+        (
+            "azure-sas-token",
+            format!(
+                "https://acct.blob.core.windows.net/c?sv=2022-11-02&ss=b&srt=co&sp=r&se=2030-01-01T00:00:00Z&spr=https&sig={}%3D",
+                alnum(43, 37)
+            ),
+            alnum(43, 37),
+            "https://acct.blob.core.windows.net/c?sv=2022-11-02&ss=b".into(),
+        ),
+        (
+            "azure-ad-client-secret",
+            format!("AZURE_CLIENT_SECRET {}8Q~{}", alnum(3, 38), alnum(34, 39)),
+            alnum(34, 39),
+            "a Q~ b".into(),
+        ),
+        (
+            "twilio-api-key",
+            format!("key SK{}", hexs(32, 41)),
+            format!("SK{}", hexs(32, 41)),
+            "ASK me later".into(),
+        ),
+        (
+            "mailgun-key",
+            format!("MG key-{}", hexs(32, 42)),
+            hexs(32, 42),
+            "monkey-business".into(),
+        ),
+        (
+            "datadog-key",
+            format!("DD_API_KEY={}", hexs(32, 43)),
+            hexs(32, 43),
+            "DD_API_KEY=".into(),
+        ),
+        (
+            "sentry-dsn",
+            format!(
+                "SENTRY_DSN=https://{}@o450123.ingest.sentry.io/5501234",
+                hexs(32, 44)
+            ),
+            hexs(32, 44),
+            "https://sentry.io/welcome".into(),
+        ),
+        (
+            "sentry-token",
+            format!("sntryu_{}", hexs(64, 45)),
+            hexs(64, 45),
+            "sntryu_x".into(),
+        ),
+        (
+            "pem-private-key-base64",
+            {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.encode(&pem)
+            },
+            {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.encode(&pem)[40..80].to_string()
+            },
+            "LS0tLS1CRUdJTiBQVUJMSUMgS0VZLS0tLS0=".into(),
+        ),
+        (
+            "kubeconfig-client-key",
+            format!("    client-key-data: {}", alnum(120, 46)),
+            alnum(120, 46),
+            "    client-key-data: \"\"".into(),
+        ),
+        (
+            "curl-user",
+            "curl -sS -u deploy:Kq3vX9pLm2 https://api.example.com/v1".into(),
+            "Kq3vX9pLm2".into(),
+            "curl -u deploy https://api.example.com/v1".into(),
+        ),
+        (
+            "token-assignment",
+            format!("GITHUB_TOKEN={}", alnum(40, 47)),
+            alnum(40, 47),
+            "token = self.next_token()".into(),
+        ),
+        (
             "json-key",
             format!("{{\"token\": \"{}\"}}", alnum(24, 35)),
             alnum(24, 35),
             "{\"token\": \"****\"}".into(),
         ),
     ]
+}
+
+/// Every documented format of every family, one generated token each:
+/// (detector, format, text holding it, the secret that must disappear).
+pub fn formats() -> Vec<(&'static str, String, String, String)> {
+    let mut out = Vec::new();
+    let mut push = |d: &'static str, format: &str, text: String, secret: String| {
+        out.push((d, format.to_string(), text, secret));
+    };
+    for p in ["AKIA", "ASIA", "ABIA", "ACCA", "A3TX"] {
+        let t = format!("{p}{}", upper32(16, 50));
+        push("aws-access-key-id", p, format!("id={t}"), t);
+    }
+    for p in ["ghp_", "gho_", "ghu_", "ghs_", "ghr_"] {
+        let t = format!("{p}{}", alnum(36, 51));
+        push("github-token", p, format!("t {t}"), t);
+    }
+    let gl = [
+        "glpat-", "gloas-", "gldt-", "glrt-", "glrtr-", "glcbt-", "glptt-", "glft-", "glimt-",
+        "glagent-", "glsoat-", "glffct-",
+    ];
+    for p in gl {
+        let t = format!("{p}{}", alnum(20, 52));
+        push("gitlab-token", p, format!("token: {t}"), t);
+    }
+    let routable = format!("glpat-{}.01.{}", alnum(27, 53), hexs(9, 54));
+    push(
+        "gitlab-token",
+        "routable",
+        format!("t={routable} "),
+        routable,
+    );
+    let runner = format!("GR1348941{}", alnum(20, 55));
+    push("gitlab-token", "GR1348941", format!("reg {runner}"), runner);
+    for p in ["xoxb-", "xoxp-", "xoxa-", "xoxr-", "xoxs-", "xoxe-"] {
+        let t = format!("{p}{}-{}", hexs(12, 56), alnum(24, 57));
+        push("slack-token", p, format!("SLACK={t}"), t);
+    }
+    let t = format!("xoxe.xoxp-1-{}", alnum(40, 58));
+    push("slack-token", "xoxe.xoxp-", format!("r {t}"), t);
+    let t = format!(
+        "xapp-1-A{}-{}-{}",
+        alnum(10, 59),
+        hexs(13, 60),
+        hexs(64, 61)
+    );
+    push("slack-token", "xapp-", format!("app {t}"), t);
+    for (form, scheme) in [
+        ("services", "https://"),
+        ("services", "http://"),
+        ("services", ""),
+        ("workflows", "https://"),
+        ("triggers", "https://"),
+    ] {
+        let path = format!("T{}/B{}/{}", upper32(8, 62), upper32(8, 63), alnum(24, 64));
+        let t = format!("{scheme}hooks.slack.com/{form}/{path}");
+        push(
+            "slack-webhook",
+            &format!("{scheme}{form}"),
+            format!("url {t}"),
+            path,
+        );
+    }
+    for p in ["sk_live_", "sk_test_", "rk_live_", "rk_test_"] {
+        let t = format!("{p}{}", alnum(24, 65));
+        push("stripe-key", p, format!("STRIPE={t}"), t);
+    }
+    let t = format!("whsec_{}", alnum(32, 66));
+    push("stripe-key", "whsec_", format!("wh {t}"), t);
+    for p in ["dop_v1_", "doo_v1_", "dor_v1_"] {
+        let t = format!("{p}{}", hexs(64, 67));
+        push("digitalocean-token", p, format!("do {t}"), t);
+    }
+    for p in ["hf_", "api_org_"] {
+        let t = format!("{p}{}", letters(34, 68));
+        push("huggingface-token", p, format!("HF={t}"), t);
+    }
+    for p in ["hvs.", "hvb.", "hvr."] {
+        let t = format!("{p}{}", alnum(90, 69));
+        push("vault-token", p, format!("VAULT_TOKEN {t}"), t);
+    }
+    for p in ["shpat_", "shpca_", "shppa_", "shpss_"] {
+        let t = format!("{p}{}", hexs(32, 70));
+        push("shopify-token", p, format!("s {t}"), t);
+    }
+    for p in ["sntrys_", "sntryu_"] {
+        let t = format!("{p}{}", alnum(64, 71));
+        push("sentry-token", p, format!("SENTRY_AUTH_TOKEN {t}"), t);
+    }
+    for p in ["sk-", "sk-proj-", "sk-svcacct-", "sk-admin-"] {
+        let t = format!("{p}{}", alnum(48, 72));
+        push("openai-key", p, format!("OPENAI {t}"), t);
+    }
+    for p in ["sk-ant-api03-", "sk-ant-admin01-"] {
+        let t = format!("{p}{}", alnum(93, 73));
+        push("anthropic-key", p, format!("ANTHROPIC {t}"), t);
+    }
+    for key in ["AccountKey", "SharedAccessKey"] {
+        let v = format!("{}=", alnum(43, 74));
+        push(
+            "azure-storage-key",
+            key,
+            format!("Endpoint=sb://x/;{key}={v};"),
+            v,
+        );
+    }
+    // Kubernetes service-account tokens are JWTs; unsigned ones end with the dot.
+    let jwt = format!(
+        "eyJ{}.eyJ{}.{}",
+        alnum(30, 75),
+        alnum(200, 76),
+        alnum(342, 77)
+    );
+    push(
+        "jwt",
+        "signed (service-account)",
+        format!("token: {jwt}"),
+        jwt,
+    );
+    let unsigned = format!("eyJ{}.eyJ{}.", alnum(20, 78), alnum(40, 79));
+    push(
+        "jwt",
+        "unsigned (alg none)",
+        format!("t={unsigned} "),
+        unsigned,
+    );
+    for scheme in [
+        "postgres",
+        "postgresql",
+        "mysql",
+        "mongodb",
+        "mongodb+srv",
+        "redis",
+        "rediss",
+        "amqp",
+        "amqps",
+        "https",
+    ] {
+        let pw = format!("Pw{}", alnum(14, 80));
+        push(
+            "url-password",
+            &format!("{scheme} with a user"),
+            format!("URL={scheme}://app:{pw}@db.internal:1234/x"),
+            pw.clone(),
+        );
+        push(
+            "url-password",
+            &format!("{scheme} without a user"),
+            format!("URL={scheme}://:{pw}@db.internal:1234/x"),
+            pw,
+        );
+    }
+    for flag in ["-u ", "--user ", "--user="] {
+        let pw = format!("Pw{}", alnum(12, 81));
+        push(
+            "curl-user",
+            flag.trim(),
+            format!("curl -s {flag}ops:{pw} https://api.example.com"),
+            pw,
+        );
+    }
+    for (d, key) in [
+        ("password-assignment", "password"),
+        ("password-assignment", "DB_PASSWD"),
+        ("password-assignment", "pwd"),
+        ("password-assignment", "passphrase"),
+        ("secret-assignment", "client_secret"),
+        ("secret-assignment", "SECRET_KEY"),
+        ("token-assignment", "auth_token"),
+        ("token-assignment", "credentials"),
+        ("api-key-assignment", "api_key"),
+        ("api-key-assignment", "apiKey"),
+        ("api-key-assignment", "access-key"),
+    ] {
+        for (sep, q) in [
+            ("=", ""),
+            (": ", "\""),
+            (" = ", "'"),
+            (" := ", "\""),
+            (" => ", "'"),
+        ] {
+            let v = alnum(24, 82);
+            push(
+                d,
+                &format!("{key}{sep}{q}"),
+                format!("{key}{sep}{q}{v}{q}\n"),
+                v,
+            );
+        }
+    }
+    out
+}
+
+fn upper32(n: usize, seed: u64) -> String {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..n)
+        .map(|_| char::from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"[rng.usize(0..32)]))
+        .collect()
+}
+
+fn letters(n: usize, seed: u64) -> String {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..n).map(|_| rng.alphabetic()).collect()
 }

@@ -38,7 +38,12 @@ impl Redacting {
     /// and the secrets replaced in it (ranges relative to this call's buffer).
     pub fn push(&mut self, chunk: &[u8], eof: bool) -> (Bytes, Vec<Finding>) {
         self.buf.extend_from_slice(chunk);
-        let (found, safe) = self.redactor.scan(&self.buf, self.from, eof);
+        let (mut found, mut safe) = self.redactor.scan(&self.buf, self.from, eof);
+        // Nothing after a secret cut by its window is final: it may be more of it.
+        if let Some(i) = found.iter().position(|f| f.cut) {
+            safe = found[i].range.end;
+            found.truncate(i + 1);
+        }
         let out = if found.is_empty() {
             Bytes::copy_from_slice(&self.buf[self.from..safe])
         } else {
@@ -74,6 +79,9 @@ pub struct RedactBody<B> {
     inner: B,
     state: Redacting,
     done: bool,
+    /// A secret longer than its window was found: the body ends (with an error) after
+    /// the output that holds its replacement.
+    cut: bool,
     on_finding: Option<OnFinding>,
 }
 
@@ -84,6 +92,7 @@ impl<B> RedactBody<B> {
             inner,
             state: Redacting::new(redactor),
             done: false,
+            cut: false,
             on_finding,
         }
     }
@@ -93,6 +102,8 @@ impl<B> RedactBody<B> {
         if let Some(f) = &self.on_finding {
             found.iter().for_each(f);
         }
+        // A secret cut by the window may go on past it: what follows is not sent.
+        self.cut |= found.iter().any(|f| f.cut);
         out
     }
 }
@@ -113,6 +124,12 @@ where
         loop {
             if this.done {
                 return Poll::Ready(None);
+            }
+            if this.cut {
+                this.done = true;
+                return Poll::Ready(Some(Err(
+                    "a secret longer than its detector's window: the body is cut there".into(),
+                )));
             }
             match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {

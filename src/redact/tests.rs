@@ -1,7 +1,7 @@
 use super::stream::Redacting;
 use super::*;
 
-use super::samples::{alnum, cases, rep};
+use super::samples::{alnum, cases, formats, rep};
 
 fn default() -> Redactor {
     Redactor::new(&RedactionSettings::default()).unwrap()
@@ -216,4 +216,163 @@ fn a_stream_holds_back_a_bounded_window() {
         s.push(&chunk, false);
         assert!(s.held() <= r.max_window());
     }
+}
+
+#[test]
+fn every_documented_format_of_every_family_is_caught() {
+    let r = default();
+    let formats = formats();
+    assert!(formats.len() > 100, "{}", formats.len());
+    let mut missed = Vec::new();
+    for (detector, format, text, secret) in &formats {
+        let out = r
+            .redact(text.as_bytes())
+            .map(|(o, f)| (String::from_utf8(o).unwrap(), f));
+        match out {
+            // Caught by its family, or by an assignment around it (which starts first).
+            Some((out, found)) if !out.contains(secret.as_str()) => assert!(
+                found
+                    .iter()
+                    .any(|f| &*f.detector == *detector || f.detector.ends_with("-assignment")),
+                "{detector} {format}: caught by {found:?}"
+            ),
+            _ => missed.push(format!("{detector} {format}: {text}")),
+        }
+        // The same token cut short is not a token of the format.
+        let short = &secret[..(secret.len() / 3).min(12)];
+        if let Some((out, _)) = r.redact(short.as_bytes()) {
+            assert_ne!(out, b"[REDACTED]", "{detector} {format}: {short}");
+        }
+    }
+    assert!(missed.is_empty(), "missed:\n{}", missed.join("\n"));
+}
+
+#[test]
+fn assignments_stay_on_their_line_and_leave_code_and_names_alone() {
+    let r = default();
+    let clean = [
+        "if not password:\n    raise X",
+        "connect(user, pwd=None)",
+        "passwd: files systemd",
+        "password = self.password",
+        "pwd = os.getcwd()",
+        "password: str | None = None",
+        "token = tokens[0]",
+        "api_keys_file = \"/etc/sitegate/api-keys\"",
+        "secret_env = \"SG_JWT\"",
+        "secret_file = \"jwt.secret\"",
+        "api_key_header = \"x-api-key\"",
+        "password = \"${DB_PASSWORD}\"",
+        "password = \"<password>\"",
+        "password: The password to use",
+        "token = \"example\"",
+        "password_file = /run/secrets/db",
+        "DB_PASSWORD=DB_PASSWORD_FROM_VAULT",
+        "secret = get_secret(name)",
+    ];
+    for text in clean {
+        assert!(r.redact(text.as_bytes()).is_none(), "changed: {text}");
+    }
+    for (text, want) in [
+        ("password = \"hunter2\"", "password = \"[REDACTED]\""),
+        ("pwd=Tr0ub4dor3)", "pwd=[REDACTED])"),
+        (
+            "password: hunter2x\nnext: line",
+            "password: [REDACTED]\nnext: line",
+        ),
+        ("{'password': 's3cr3t-x'}", "{'password': '[REDACTED]'}"),
+        (
+            "password = \"correct horse battery\"",
+            "password = \"[REDACTED]\"",
+        ),
+    ] {
+        let (out, _) = r
+            .redact(text.as_bytes())
+            .unwrap_or_else(|| panic!("{text}"));
+        assert_eq!(String::from_utf8(out).unwrap(), want);
+    }
+}
+
+#[test]
+fn entropy_floors_are_settings_per_detector() {
+    let strict = Redactor::new(&RedactionSettings {
+        entropy: vec![("password-assignment".into(), 3.5)],
+        ..RedactionSettings::default()
+    })
+    .unwrap();
+    assert!(default().redact(b"password = \"hunter2\"").is_some());
+    assert!(strict.redact(b"password = \"hunter2\"").is_none());
+}
+
+#[test]
+fn a_private_key_longer_than_the_window_is_cut_and_says_so() {
+    // (What dense keywords cost is measured in `cargo bench --bench redact`.)
+    let r = default();
+    let open = format!("-----BEGIN RSA PRIVATE KEY-----\n{}", "A".repeat(100_000));
+    let (out, found) = r.redact(open.as_bytes()).unwrap();
+    assert!(found.iter().any(|f| f.cut), "{found:?}");
+    assert!(out.len() < 100_000 - 60_000);
+    let closed = format!(
+        "-----BEGIN RSA PRIVATE KEY-----\n{}\n-----END RSA PRIVATE KEY-----",
+        "A".repeat(20_000)
+    );
+    let (out, found) = r.redact(closed.as_bytes()).unwrap();
+    assert_eq!(out, b"[REDACTED]");
+    assert!(!found[0].cut);
+}
+
+#[test]
+fn every_keyword_has_three_bytes_so_clean_text_stays_fast() {
+    // A shorter keyword starts a hundred trigrams of the pre-filter's table, and each
+    // one sends ordinary text down the slow path.
+    for b in BUILTINS {
+        for k in b.keywords {
+            assert!(k.len() >= 3, "{}: {k}", b.name);
+        }
+    }
+}
+
+#[test]
+fn the_readme_lists_every_detector_with_what_it_matches() {
+    let readme = include_str!("../../README.md");
+    let mut table = String::new();
+    for b in BUILTINS {
+        let ent = b
+            .check
+            .entropy()
+            .map_or(String::new(), |e| format!(" (entropy floor {e})"));
+        table.push_str(&format!("| `{}` | {}{ent} |\n", b.name, b.matches));
+    }
+    assert!(
+        readme.contains(&table),
+        "README's detector table is out of date; it should read:\n{table}"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_holding_a_cut_secret_ends_with_an_error_after_the_replacement() {
+    use http_body_util::BodyExt;
+    let r = Arc::new(default());
+    let mut text = b"ok -----BEGIN RSA PRIVATE KEY-----\n".to_vec();
+    text.extend(std::iter::repeat_n(b'A', 200_000));
+    let inner = http_body_util::Full::new(bytes::Bytes::from(text));
+    let mut body = super::stream::RedactBody::new(inner, r, None);
+    let mut sent = Vec::new();
+    let mut failed = false;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => sent.extend_from_slice(f.data_ref().map_or(&[][..], |d| &d[..])),
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    assert!(failed, "the body was passed whole");
+    assert!(sent.starts_with(b"ok [REDACTED]"));
+    assert!(
+        sent.len() < 1000,
+        "{} bytes of the key block were sent",
+        sent.len()
+    );
 }
