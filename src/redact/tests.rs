@@ -269,6 +269,8 @@ fn assignments_stay_on_their_line_and_leave_code_and_names_alone() {
         "password_file = /run/secrets/db",
         "DB_PASSWORD=DB_PASSWORD_FROM_VAULT",
         "secret = get_secret(name)",
+        "'MODULE_PWD_STATE': 'yes',",
+        "cvs://:pserver:anoncvs@sources.example.org:/cvs/src",
     ];
     for text in clean {
         assert!(r.redact(text.as_bytes()).is_none(), "changed: {text}");
