@@ -84,12 +84,17 @@ enum Command {
         file: Option<PathBuf>,
     },
     /// Copy FILE (or stdin) to stdout with secrets redacted; findings go to stderr.
+    /// With --check, report where secrets are in FILEs and exit 1 if there are any.
     Redact {
-        /// The file to clean; stdin when absent.
-        file: Option<PathBuf>,
+        /// The file to clean (stdin when absent); with --check, the files to scan.
+        files: Vec<PathBuf>,
         /// Also apply this policy's [redaction] settings (site patterns, replacement).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Print `file:line:col: detector` for each secret (never the secret) and exit
+        /// 1 when there is one; a line holding `sitegate:allow` is not reported.
+        #[arg(long)]
+        check: bool,
     },
 }
 
@@ -128,8 +133,24 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Command::Redact { file, config } => {
-            return match sitegate::commands::redact::redact(file.as_deref(), config.as_deref()) {
+        Command::Redact {
+            files,
+            config,
+            check,
+        } => {
+            let result = if *check {
+                sitegate::commands::redact::check(files, config.as_deref())
+            } else if files.len() > 1 {
+                Err(anyhow::anyhow!(
+                    "give one file to clean (or --check to scan several)"
+                ))
+            } else {
+                sitegate::commands::redact::redact(
+                    files.first().map(PathBuf::as_path),
+                    config.as_deref(),
+                )
+            };
+            return match result {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("sitegate redact: {e:#}");

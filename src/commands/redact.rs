@@ -10,19 +10,94 @@ use std::sync::Arc;
 use crate::config;
 use crate::redact::stream::Redacting;
 
+/// Marks a line an operator has decided is fine: `--check` does not report it.
+pub const ALLOW_MARKER: &[u8] = b"sitegate:allow";
+
+fn redactor_for(policy: Option<&Path>) -> Option<Arc<crate::redact::Redactor>> {
+    match policy {
+        Some(main) => match config::load(main) {
+            Ok(p) => Some(p.redaction.redactor),
+            Err(diags) => {
+                super::print_diagnostics(main, &diags);
+                None
+            }
+        },
+        None => Some(crate::redact::default_redactor()),
+    }
+}
+
+/// Where the secrets in `text` are, as (line, column, detector), 1-based, leaving out
+/// lines that carry [`ALLOW_MARKER`].
+pub fn locate(redactor: &crate::redact::Redactor, text: &[u8]) -> Vec<(usize, usize, Arc<str>)> {
+    let Some((_, found)) = redactor.redact(text) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for f in found {
+        let line_start = text[..f.range.start]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        let line_end = text[f.range.start..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(text.len(), |i| f.range.start + i);
+        let line = &text[line_start..line_end];
+        if memchr::memmem::find(line, ALLOW_MARKER).is_some() {
+            continue;
+        }
+        let number = 1 + memchr::memchr_iter(b'\n', &text[..line_start]).count();
+        out.push((number, f.range.start - line_start + 1, f.detector));
+    }
+    out
+}
+
+/// `sitegate redact --check FILE...`: prints `file:line:col: detector` for every secret
+/// (never the secret) and exits 1 when there is one, 0 when there is none, 2 when a file
+/// cannot be read.
+pub fn check(files: &[std::path::PathBuf], policy: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let Some(redactor) = redactor_for(policy) else {
+        return Ok(ExitCode::from(2));
+    };
+    let mut total = 0;
+    let stdin = [std::path::PathBuf::from("-")];
+    let files = if files.is_empty() { &stdin[..] } else { files };
+    for path in files {
+        let text = if path.as_os_str() == "-" {
+            let mut t = Vec::new();
+            std::io::stdin().lock().read_to_end(&mut t).map(|_| t)
+        } else {
+            std::fs::read(path)
+        };
+        let text = match text {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("sitegate redact: cannot read {}: {e}", path.display());
+                return Ok(ExitCode::from(2));
+            }
+        };
+        for (line, col, detector) in locate(&redactor, &text) {
+            println!("{}:{line}:{col}: {detector}", path.display());
+            total += 1;
+        }
+    }
+    eprintln!(
+        "sitegate redact --check: {total} secret{} found",
+        if total == 1 { "" } else { "s" }
+    );
+    Ok(if total == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 /// Copies `file` (or stdin) to stdout with secrets redacted, streaming in 64 KiB
 /// pieces; prints the findings per detector on stderr. With `policy`, its
 /// `[redaction]` settings (site patterns, replacement, ...) apply.
 pub fn redact(file: Option<&Path>, policy: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let redactor = match policy {
-        Some(main) => match config::load(main) {
-            Ok(p) => p.redaction.redactor,
-            Err(diags) => {
-                super::print_diagnostics(main, &diags);
-                return Ok(ExitCode::FAILURE);
-            }
-        },
-        None => crate::redact::default_redactor(),
+    let Some(redactor) = redactor_for(policy) else {
+        return Ok(ExitCode::FAILURE);
     };
     let mut input: Box<dyn Read> = match file {
         Some(path) => Box::new(

@@ -138,3 +138,48 @@ async fn without_room_in_the_memory_budget_a_response_streams_instead_of_bufferi
     let m = get(&env.admin("/metrics")).await.body_text();
     assert_eq!(metric(&m, "sitegate_buffered_bytes"), 0.0, "{m}");
 }
+
+#[test]
+fn redact_check_gates_a_pipeline_on_secrets_and_never_prints_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = format!("ghp_{}", sitegate::redact::samples::alnum(36, 90));
+    let leaky = dir.path().join("settings.env");
+    std::fs::write(
+        &leaky,
+        format!(
+            "NAME=suite\nGITHUB_TOKEN_X={token}\nDEMO_KEY=AKIAIOSFODNN7EXAMPLE # sitegate:allow\n"
+        ),
+    )
+    .unwrap();
+    let clean = dir.path().join("sitegate.toml");
+    std::fs::write(
+        &clean,
+        "[access]\napi_keys_file = \"/etc/sitegate/api-keys\"\napi_key_header = \"x-api-key\"\n",
+    )
+    .unwrap();
+    let run = |files: &[&std::path::Path]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sitegate"))
+            .args(["redact", "--check"])
+            .args(files)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[&leaky, &clean]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(
+        stdout.trim(),
+        format!("{}:2:16: github-token", leaky.display())
+    );
+    assert!(!stdout.contains(&token) && !String::from_utf8_lossy(&out.stderr).contains(&token));
+    // sitegate's own policy keys are not secrets: the policy passes.
+    let out = run(&[&clean]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = run(&[&dir.path().join("missing")]);
+    assert_eq!(out.status.code(), Some(2));
+}
