@@ -111,8 +111,10 @@ pub fn redact(file: Option<&Path>, policy: Option<&Path>) -> anyhow::Result<Exit
     let mut stream = Redacting::new(Arc::clone(&redactor));
     let mut buf = vec![0u8; 64 * 1024];
     let mut counts: BTreeMap<Arc<str>, usize> = BTreeMap::new();
+    let cut = std::cell::Cell::new(false);
     let mut write = |(bytes, found): (bytes::Bytes, Vec<crate::redact::Finding>)| {
         for f in found {
+            cut.set(cut.get() | f.cut);
             *counts.entry(f.detector).or_default() += 1;
         }
         out.write_all(&bytes)
@@ -125,9 +127,21 @@ pub fn redact(file: Option<&Path>, policy: Option<&Path>) -> anyhow::Result<Exit
             Err(e) => return Err(e.into()),
         };
         write(stream.push(&buf[..n], false))?;
+        if cut.get() {
+            break;
+        }
     }
-    write(stream.push(&[], true))?;
+    if !cut.get() {
+        write(stream.push(&[], true))?;
+    }
     out.flush()?;
+    if cut.get() {
+        // What follows may be more of the same secret: the output stops at it.
+        eprintln!(
+            "sitegate redact: a secret longer than its detector's window (a private key block with no END within 64 KiB); output stopped there"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     let total: usize = counts.values().sum();
     let detail: Vec<String> = counts.iter().map(|(d, n)| format!("{d}: {n}")).collect();
     eprintln!(

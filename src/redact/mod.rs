@@ -55,7 +55,7 @@ pub struct CustomPattern {
     pub name: String,
     /// The compiled regex (its whole match is redacted).
     pub regex: Regex,
-    /// Longest match in bytes (read from the regex: [`longest_match`]).
+    /// Longest match in bytes (the pattern's `max_len`, default 256): its window.
     pub max_len: usize,
 }
 

@@ -182,4 +182,21 @@ fn redact_check_gates_a_pipeline_on_secrets_and_never_prints_them() {
     );
     let out = run(&[&dir.path().join("missing")]);
     assert_eq!(out.status.code(), Some(2));
+    // Cleaning a file: a key block with no END within the window stops the output.
+    let key = dir.path().join("key.txt");
+    std::fs::write(
+        &key,
+        format!(
+            "-----BEGIN RSA PRIVATE KEY-----\n{}\n",
+            "QUJD".repeat(40_000)
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sitegate"))
+        .arg("redact")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.stdout, b"[REDACTED]");
 }
