@@ -299,3 +299,18 @@ pub fn venv(name: &str, requirements: &Path) -> PathBuf {
     std::fs::write(&marker, &wanted).unwrap();
     python
 }
+
+/// Sends raw bytes on a fresh connection and reads the answer until the server closes
+/// it or `wait` passes.
+pub async fn raw_exchange(
+    addr: std::net::SocketAddr,
+    bytes: &[u8],
+    wait: std::time::Duration,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}

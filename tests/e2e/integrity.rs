@@ -7,14 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::*;
 
-/// Sends raw bytes and reads the answer until the server closes or `wait` passes.
-async fn raw(addr: std::net::SocketAddr, bytes: &[u8], wait: Duration) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(bytes).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
-}
+use crate::harness::raw_exchange as raw;
 
 const MODEL_ROUTES: &str = r#"
 [[route]]

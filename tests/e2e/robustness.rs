@@ -30,13 +30,7 @@ required = ["a"]
 
 /// Sends `raw` on a fresh connection and reads until the proxy closes it (or 5 s).
 async fn exchange(env: &Env, raw: &[u8]) -> String {
-    let mut s = tokio::net::TcpStream::connect(env.proxy.addr)
-        .await
-        .unwrap();
-    s.write_all(raw).await.unwrap();
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
-    String::from_utf8_lossy(&buf).into_owned()
+    raw_exchange(env.proxy.addr, raw, Duration::from_secs(5)).await
 }
 
 /// The requests that must be refused: (what, bytes).
