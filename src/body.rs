@@ -28,6 +28,70 @@ pub fn full(bytes: impl Into<Bytes>) -> BoxBody {
         .boxed_unsync()
 }
 
+/// A content coding sitegate can undo (RFC 9110 §8.4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    /// `gzip`, `x-gzip`.
+    Gzip,
+    /// `deflate`: zlib-wrapped, as HTTP means it.
+    Deflate,
+}
+
+/// The codings a body carries, in the order they were applied: every
+/// `Content-Encoding` field line and every item of their comma lists (`identity` is
+/// none). A body with two header lines is encoded twice, so looking at the first alone
+/// would pass the second coding's bytes on unread. `Err` names a coding sitegate
+/// cannot undo.
+pub fn codings(headers: &http::HeaderMap) -> Result<Vec<Coding>, String> {
+    let mut out = Vec::new();
+    for value in headers.get_all(http::header::CONTENT_ENCODING) {
+        for item in value.as_bytes().split(|b| *b == b',') {
+            match item.trim_ascii().to_ascii_lowercase().as_slice() {
+                b"" | b"identity" => {}
+                b"gzip" | b"x-gzip" => out.push(Coding::Gzip),
+                b"deflate" => out.push(Coding::Deflate),
+                other => return Err(String::from_utf8_lossy(other).into_owned()),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Why an encoded body could not be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Not valid data for its coding.
+    Corrupt,
+    /// It decodes to more than the limit (a compression bomb, or just too large).
+    TooLarge,
+}
+
+/// Undoes `codings` (the last applied first). Every layer stops reading at `limit`
+/// bytes of output, so a bomb costs at most `limit` bytes of memory per layer.
+pub fn decode(raw: &[u8], codings: &[Coding], limit: u64) -> Result<Vec<u8>, DecodeError> {
+    use std::io::Read;
+    let mut body = std::borrow::Cow::Borrowed(raw);
+    for coding in codings.iter().rev() {
+        let mut out = Vec::new();
+        let read = match coding {
+            Coding::Gzip => flate2::read::MultiGzDecoder::new(&*body)
+                .take(limit + 1)
+                .read_to_end(&mut out),
+            Coding::Deflate => flate2::read::ZlibDecoder::new(&*body)
+                .take(limit + 1)
+                .read_to_end(&mut out),
+        };
+        if read.is_err() {
+            return Err(DecodeError::Corrupt);
+        }
+        if out.len() as u64 > limit {
+            return Err(DecodeError::TooLarge);
+        }
+        body = std::borrow::Cow::Owned(out);
+    }
+    Ok(body.into_owned())
+}
+
 /// What a request body did on its way through: bytes seen, and whether it passed the
 /// route's limit. Shared between the body (which writes) and the pipeline (which reads
 /// it after the upstream call ends).

@@ -152,3 +152,40 @@ mod tests {
         assert!(h.contains_key("x-sitegatex"));
     }
 }
+
+/// A `Content-Type`, as far as sitegate reads one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaType {
+    /// `type/subtype`, lower case.
+    pub essence: String,
+    /// The `charset` parameter, lower case, unquoted.
+    pub charset: Option<String>,
+}
+
+/// The body's media type. `None` without one; `Some(Err(()))` when it cannot be read
+/// (not text, or two field lines that disagree: a parser that takes the other one
+/// would see another type).
+pub fn media_type(headers: &HeaderMap) -> Option<Result<MediaType, ()>> {
+    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
+    let first = values.next()?;
+    if values.any(|v| v != first) {
+        return Some(Err(()));
+    }
+    let Ok(text) = first.to_str() else {
+        return Some(Err(()));
+    };
+    let mut parts = text.split(';');
+    let essence = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let charset = parts.find_map(|p| {
+        let (name, value) = p.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| value.trim().trim_matches('"').to_ascii_lowercase())
+    });
+    Some(Ok(MediaType { essence, charset }))
+}
+
+/// The essence of the body's media type (`None` when absent or unreadable).
+pub fn essence(headers: &HeaderMap) -> Option<String> {
+    media_type(headers).and_then(Result::ok).map(|m| m.essence)
+}

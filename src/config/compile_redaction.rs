@@ -117,6 +117,49 @@ pub(super) fn redaction(
             Err(e) => at(p.regex.span(), format!("invalid regex: {e}")),
         }
     }
+    let mut skip_types: Vec<String> = crate::policy::DEFAULT_SKIP_TYPES
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    if let Some(list) = raw.skip_content_types {
+        skip_types.clear();
+        for t in list {
+            let v = t.get_ref().trim().to_ascii_lowercase();
+            let valid = match v.split_once('/') {
+                Some((kind, sub)) => {
+                    let token = |s: &str| {
+                        !s.is_empty()
+                            && s.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+                    };
+                    token(kind) && (sub == "*" || token(sub))
+                }
+                None => false,
+            };
+            if valid {
+                skip_types.push(v);
+            } else {
+                at(
+                    t.span(),
+                    "a content type is `type/subtype` or `type/*`, without parameters".into(),
+                );
+            }
+        }
+    }
+    let unknown_charset = match raw.unknown_charset {
+        None => crate::policy::UnknownCharset::Refuse,
+        Some(v) => match v.get_ref().as_str() {
+            "refuse" => crate::policy::UnknownCharset::Refuse,
+            "scan" => crate::policy::UnknownCharset::Scan,
+            _ => {
+                at(
+                    v.span(),
+                    "unknown_charset is \"refuse\" (502) or \"scan\" (as bytes)".into(),
+                );
+                crate::policy::UnknownCharset::Refuse
+            }
+        },
+    };
     let redactor = match Redactor::new(&settings) {
         Ok(r) => r,
         Err(e) => {
@@ -131,5 +174,7 @@ pub(super) fn redaction(
         responses: raw.responses.unwrap_or(true),
         buffer_limit: raw.buffer_limit.map_or(1 << 20, |s| s.0),
         redactor: Arc::new(redactor),
+        skip_types,
+        unknown_charset,
     }
 }

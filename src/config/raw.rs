@@ -210,6 +210,8 @@ pub struct RawRedaction {
     pub disable: Option<Vec<Spanned<String>>>,
     pub entropy: Option<std::collections::BTreeMap<Spanned<String>, Spanned<f32>>>,
     pub buffer_limit: Option<Size>,
+    pub skip_content_types: Option<Vec<Spanned<String>>>,
+    pub unknown_charset: Option<Spanned<String>>,
     pub pattern: Option<Vec<RawPattern>>,
 }
 

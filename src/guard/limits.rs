@@ -3,7 +3,7 @@
 //! about its size is cut off while it streams (`body::Limited`).
 
 use http::HeaderMap;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 
 use crate::error::{ErrorCode, Rejection};
 use crate::policy::Route;
@@ -62,16 +62,7 @@ pub fn check_head(route: &Route, headers: &HeaderMap) -> Result<(), Rejection> {
     }
     let has_body = length.is_some_and(|l| l > 0) || headers.contains_key(TRANSFER_ENCODING);
     if has_body && !route.content_types.is_empty() {
-        let essence = headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            });
+        let essence = crate::headers::essence(headers);
         let accepted = essence
             .as_deref()
             .is_some_and(|e| route.content_types.iter().any(|ct| ct == e));
@@ -92,34 +83,22 @@ pub fn check_head(route: &Route, headers: &HeaderMap) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// Decodes a `gzip` (`gzip = true`, concatenated members allowed) or `deflate` (zlib)
-/// request body, incrementally into a buffer that never passes `limit` bytes: a gzip
-/// bomb stops at the limit with 413, its memory flat.
-pub fn decode_body(raw: &[u8], gzip: bool, limit: u64) -> Result<Vec<u8>, Rejection> {
-    use std::io::Read;
-    let mut out = Vec::new();
-    let read = if gzip {
-        flate2::read::MultiGzDecoder::new(raw)
-            .take(limit + 1)
-            .read_to_end(&mut out)
-    } else {
-        flate2::read::ZlibDecoder::new(raw)
-            .take(limit + 1)
-            .read_to_end(&mut out)
-    };
-    if read.is_err() {
-        return Err(Rejection::new(
+/// Decodes a request body carrying `codings`, at most `limit` bytes decoded.
+pub fn decode_body(
+    raw: &[u8],
+    codings: &[crate::body::Coding],
+    limit: u64,
+) -> Result<Vec<u8>, Rejection> {
+    crate::body::decode(raw, codings, limit).map_err(|e| match e {
+        crate::body::DecodeError::Corrupt => Rejection::new(
             ErrorCode::InvalidRequest,
             "the compressed request body is corrupt",
-        ));
-    }
-    if out.len() as u64 > limit {
-        return Err(Rejection::new(
+        ),
+        crate::body::DecodeError::TooLarge => Rejection::new(
             ErrorCode::PayloadTooLarge,
             format!("the request body decodes to more than this route's limit of {limit} bytes"),
-        ));
-    }
-    Ok(out)
+        ),
+    })
 }
 
 #[cfg(test)]

@@ -60,13 +60,17 @@ pub fn set_log_redactor(redactor: Arc<Redactor>) {
 }
 
 /// Redacts `line` with the current log engine (the built-ins before a policy loads).
+/// Matching sees what the line quotes decoded: JSON escapes and percent-encoding, so a
+/// secret sent as `%41KIA…` in a path is not logged as it came.
 pub fn redact_line(line: &[u8]) -> Option<Vec<u8>> {
     let current = LOG_REDACTOR.load();
     let redactor = match current.as_ref() {
         Some(r) => r.clone(),
         None => crate::redact::default_redactor(),
     };
-    redactor.redact(line).map(|(out, _)| out)
+    redactor
+        .redact_with(line, crate::redact::unescape::Escapes::URL)
+        .map(|(out, _)| out)
 }
 
 /// Keeps the log writer alive: dropping it writes out what is queued.

@@ -76,23 +76,18 @@ pub(super) fn route<'p>(
         .ok_or_else(|| Rejection::new(ErrorCode::NotFound, "no route serves this method and path"))
 }
 
-/// The body as the guards read it: `gzip` and `deflate` decoded, bounded by `max_body`.
-pub(super) fn content_coding(headers: &http::HeaderMap) -> Result<Option<bool>, Rejection> {
-    match headers
-        .get(CONTENT_ENCODING)
-        .map(|v| v.as_bytes().to_ascii_lowercase())
-    {
-        None => Ok(None),
-        Some(v) => match v.trim_ascii() {
-            b"" | b"identity" => Ok(None),
-            b"gzip" | b"x-gzip" => Ok(Some(true)),
-            b"deflate" => Ok(Some(false)),
-            _ => Err(Rejection::new(
-                ErrorCode::UnsupportedMediaType,
-                "this Content-Encoding cannot be read; send the body plain, gzip or deflate",
-            )),
-        },
-    }
+/// The codings of a request body sitegate reads, or 415 for one it cannot undo.
+pub(super) fn content_coding(
+    headers: &http::HeaderMap,
+) -> Result<Vec<crate::body::Coding>, Rejection> {
+    crate::body::codings(headers).map_err(|coding| {
+        Rejection::new(
+            ErrorCode::UnsupportedMediaType,
+            format!(
+                "Content-Encoding {coding:?} cannot be read; send the body plain, gzip or deflate"
+            ),
+        )
+    })
 }
 
 /// validate: the route's body rules. Returns the body to forward (cleaned, when
@@ -155,9 +150,11 @@ pub fn offline(
     crate::headers::strip_sitegate(&mut parts.headers);
     let needs_body = route.body.is_some() || route.model.as_ref().is_some_and(|m| m.reads_body());
     let (body, changed, dropped) = if needs_body {
-        let body = match content_coding(&parts.headers)? {
-            None => body,
-            Some(gzip) => Bytes::from(limits::decode_body(&body, gzip, route.max_body)?),
+        let codings = content_coding(&parts.headers)?;
+        let body = if codings.is_empty() {
+            body
+        } else {
+            Bytes::from(limits::decode_body(&body, &codings, route.max_body)?)
         };
         parts.headers.remove(CONTENT_ENCODING);
         let validated = validate(route, body)?;

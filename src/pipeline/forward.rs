@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -56,21 +56,11 @@ impl Head {
 }
 
 fn is_json(resp: &Response<Incoming>) -> bool {
-    let Some(ct) = resp
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
+    match crate::headers::essence(resp.headers()) {
+        Some(essence) => essence == "application/json" || essence.ends_with("+json"),
         // Nothing to inspect in a body-less answer.
-        return matches!(resp.status().as_u16(), 204 | 304);
-    };
-    let essence = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json" || essence.ends_with("+json")
+        None => matches!(resp.status().as_u16(), 204 | 304),
+    }
 }
 
 /// Reads a body that may be sent more than once; `None` when it is too large or of

@@ -301,10 +301,14 @@ async fn proxy(
             .headers
             .insert(DROPPED, HeaderValue::from(ctx.dropped));
     }
-    // redact. A HEAD answer, a 204 and a 304 have no body to scan, and their
-    // Content-Length describes the body a GET would get: it passes on as the app sent it.
+    // redact. Headers on every answer; a HEAD answer, a 204 and a 304 have no body to
+    // scan, and their Content-Length describes the body a GET would get: it passes on
+    // as the app sent it.
+    if route.redact {
+        redact::redact_headers(ctx, policy, &mut parts.headers);
+    }
     let bodiless = ctx.method == http::Method::HEAD || matches!(parts.status.as_u16(), 204 | 304);
-    if route.redact && !bodiless && redact::redactable(&parts.headers) {
+    if route.redact && !bodiless {
         let started = tokio::time::Instant::now();
         let redacted = redact::redact(ctx, policy, route, parts, incoming).await;
         // Buffered redaction only; a streamed body is redacted while it is sent.

@@ -87,13 +87,14 @@ pub(super) async fn read_body(
         }
     };
     drop(chunks);
-    let decoded = match compressed {
-        None => raw,
-        Some(gzip) => Bytes::from(crate::guard::limits::decode_body(
+    let decoded = if compressed.is_empty() {
+        raw
+    } else {
+        Bytes::from(crate::guard::limits::decode_body(
             &raw,
-            gzip,
+            &compressed,
             route.max_body,
-        )?),
+        )?)
     };
     // Room for the parsed tree the body becomes (measured at up to four times the JSON
     // text for small records; see benches/budget.sh), taken once the body is whole.

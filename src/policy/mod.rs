@@ -62,6 +62,60 @@ pub struct RedactionPolicy {
     pub buffer_limit: u64,
     /// The engine, shared with the log writer.
     pub redactor: std::sync::Arc<crate::redact::Redactor>,
+    /// Content types passed on unscanned: `type/*` or exact essences, lower case.
+    pub skip_types: Vec<String>,
+    /// What a body in a charset sitegate cannot decode gets.
+    pub unknown_charset: UnknownCharset,
+}
+
+/// `[redaction] unknown_charset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownCharset {
+    /// 502: a body sitegate cannot read is not passed on as if it had been scanned.
+    Refuse,
+    /// Scanned as bytes, as if ASCII-compatible (catches the secrets of any charset
+    /// that writes ASCII as ASCII).
+    Scan,
+}
+
+/// Binary types whose bytes are data, not text: a replacement would corrupt them, and
+/// a run of bytes in an image or a model file that looks like a token is not one.
+/// `application/octet-stream` is here because it is how model weights, pickles and
+/// archives are served: corrupting a model file is data lost too. Remove it from
+/// `skip_content_types` for an app that sends text under it.
+pub const DEFAULT_SKIP_TYPES: &[&str] = &[
+    "image/*",
+    "audio/*",
+    "video/*",
+    "font/*",
+    "application/octet-stream",
+    "application/zip",
+    "application/gzip",
+    "application/x-gzip",
+    "application/x-tar",
+    "application/x-bzip2",
+    "application/x-xz",
+    "application/zstd",
+    "application/x-7z-compressed",
+    "application/vnd.rar",
+    "application/pdf",
+    "application/wasm",
+    "application/x-protobuf",
+    "application/vnd.google.protobuf",
+    "application/x-hdf5",
+    "application/x-npy",
+];
+
+impl RedactionPolicy {
+    /// True when a body of type `essence` (lower case) is passed on unscanned.
+    pub fn skips(&self, essence: &str) -> bool {
+        self.skip_types.iter().any(|t| match t.strip_suffix("/*") {
+            Some(kind) => essence
+                .strip_prefix(kind)
+                .is_some_and(|rest| rest.starts_with('/')),
+            None => t == essence,
+        })
+    }
 }
 
 impl Default for RedactionPolicy {
@@ -70,6 +124,8 @@ impl Default for RedactionPolicy {
             responses: true,
             buffer_limit: 1 << 20,
             redactor: crate::redact::default_redactor(),
+            skip_types: DEFAULT_SKIP_TYPES.iter().map(|t| t.to_string()).collect(),
+            unknown_charset: UnknownCharset::Refuse,
         }
     }
 }

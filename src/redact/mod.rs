@@ -11,6 +11,7 @@ pub mod keywords;
 #[doc(hidden)]
 pub mod samples;
 pub mod stream;
+pub mod unescape;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use regex::bytes::Regex;
 
 use detectors::{BUILTINS, Check, Redact};
 use keywords::Keywords;
+use unescape::{Escapes, View};
 
 /// Bytes of already-emitted input kept before the scan start, so a regex sees the
 /// character before a match (word boundaries) and keywords' look-back.
@@ -306,7 +308,13 @@ impl Redactor {
     /// Redacts a whole buffer. Returns `None` when nothing was found (the input is
     /// then to be used as it is), else the redacted bytes and the findings.
     pub fn redact(&self, input: &[u8]) -> Option<(Vec<u8>, Vec<Finding>)> {
-        let (found, _) = self.scan(input, 0, true);
+        self.redact_with(input, Escapes::BODY)
+    }
+
+    /// [`Redactor::redact`], matching through the escapes `esc` (log lines and header
+    /// values take percent-encoding too).
+    pub fn redact_with(&self, input: &[u8], esc: Escapes) -> Option<(Vec<u8>, Vec<Finding>)> {
+        let (found, _) = self.scan_with(input, 0, true, esc);
         if found.is_empty() {
             return None;
         }
@@ -341,7 +349,45 @@ impl Redactor {
     /// `safe` offset is where the output is final: no secret can start before it
     /// whose bytes are not all here, and every finding before it is returned. With
     /// `eof` true, `safe` is the end.
+    ///
+    /// Matching sees JSON string escapes decoded (what a JSON client reads); offsets
+    /// are the raw input's, widened to whole escapes.
     pub fn scan(&self, hay: &[u8], from: usize, eof: bool) -> (Vec<Finding>, usize) {
+        self.scan_with(hay, from, eof, Escapes::BODY)
+    }
+
+    /// [`Redactor::scan`] through the escapes `esc`.
+    pub fn scan_with(
+        &self,
+        hay: &[u8],
+        from: usize,
+        eof: bool,
+        esc: Escapes,
+    ) -> (Vec<Finding>, usize) {
+        let Some(view) = View::new(hay, esc, eof) else {
+            return self.scan_decoded(hay, from, eof);
+        };
+        let (found, safe) = self.scan_decoded(&view.bytes, view.to_view(from), eof);
+        let mut last = from;
+        let found = found
+            .into_iter()
+            .filter_map(|f| {
+                let start = view.to_raw(f.range.start, false).max(last);
+                let end = view.to_raw(f.range.end, true);
+                (start < end).then(|| {
+                    last = end;
+                    Finding {
+                        range: start..end,
+                        ..f
+                    }
+                })
+            })
+            .collect();
+        (found, view.to_raw(safe, false).max(from))
+    }
+
+    /// The scan over bytes as they are matched.
+    fn scan_decoded(&self, hay: &[u8], from: usize, eof: bool) -> (Vec<Finding>, usize) {
         let len = hay.len();
         let mut safe = if eof {
             len

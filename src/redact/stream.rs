@@ -142,22 +142,25 @@ where
                     // Trailers pass after the held-back bytes.
                     Err(frame) => {
                         let out = this.push(&[], true);
-                        this.done = true;
-                        if out.is_empty() {
+                        // A cut found at the end still ends the body with an error
+                        // (next poll), so it is not marked done yet.
+                        this.done = !this.cut;
+                        if out.is_empty() && !this.cut {
                             return Poll::Ready(Some(Ok(frame)));
                         }
                         // The trailers are dropped rather than reordered before data.
-                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                        if !out.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(out))));
+                        }
                     }
                 },
                 Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
                 None => {
-                    this.done = true;
                     let out = this.push(&[], true);
-                    if out.is_empty() {
-                        return Poll::Ready(None);
+                    this.done = !this.cut;
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
                     }
-                    return Poll::Ready(Some(Ok(Frame::data(out))));
                 }
             }
         }

@@ -378,3 +378,111 @@ async fn a_stream_holding_a_cut_secret_ends_with_an_error_after_the_replacement(
         sent.len()
     );
 }
+
+/// `secret` as a JSON encoder that escapes everything would write it: `\u0041…`, `\/`.
+fn escaped(secret: &str) -> String {
+    secret
+        .chars()
+        .enumerate()
+        .map(|(i, c)| match c {
+            '/' => r"\/".to_string(),
+            '\n' => r"\n".to_string(),
+            c if i % 2 == 0 && (c as u32) < 0x80 => format!("\\u{:04x}", c as u32),
+            c => serde_json::to_string(&c.to_string())
+                .unwrap()
+                .trim_matches('"')
+                .to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn every_format_is_caught_through_json_escapes_whole_and_streamed() {
+    let r = Arc::new(default());
+    for (detector, format, text, secret) in formats() {
+        let plain = serde_json::to_string(&serde_json::json!({ "v": text })).unwrap();
+        let plain_secret = serde_json::to_string(&secret).unwrap();
+        let body = plain.replace(plain_secret.trim_matches('"'), &escaped(&secret));
+        assert_ne!(body, plain, "{detector} {format}");
+        let (out, n) = whole(&r, body.as_bytes());
+        assert!(n > 0, "{detector} {format}: nothing found in {body}");
+        // What a JSON client reads holds no secret, and it is still JSON.
+        let read: serde_json::Value = serde_json::from_slice(&out).unwrap_or_else(|e| {
+            panic!(
+                "{detector} {format}: {e}: {}",
+                String::from_utf8_lossy(&out)
+            )
+        });
+        let read = read["v"].as_str().unwrap();
+        assert!(!read.contains(&secret), "{detector} {format}: {read}");
+        assert!(read.contains("[REDACTED]"), "{detector} {format}: {read}");
+        // An escape cut between two chunks is still decoded.
+        let cuts: Vec<usize> = (1..body.len()).step_by(5).collect();
+        assert_eq!(
+            streamed(&r, body.as_bytes(), &cuts),
+            (out, n),
+            "{detector} {format}"
+        );
+    }
+}
+
+#[test]
+fn escapes_are_replaced_whole_and_slack_webhooks_survive_escaped_slashes() {
+    let r = default();
+    let hook = format!(
+        r"https:\/\/hooks.slack.com\/services\/T{}\/B{}\/{}",
+        rep('A', 8),
+        rep('B', 8),
+        alnum(24, 7)
+    );
+    let body = format!(r#"{{"url":"{hook}","n":1}}"#);
+    let (out, _) = r.redact(body.as_bytes()).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(!out.contains(&alnum(24, 7)), "{out}");
+    serde_json::from_str::<serde_json::Value>(&out).unwrap();
+    // A surrogate pair inside the match is replaced with the match, never split.
+    let (out, _) = r
+        .redact(br#"{"k":"password=\ud83d\ude00hunter2x"}"#)
+        .unwrap();
+    assert_eq!(out, br#"{"k":"password=[REDACTED]"}"#);
+    // Percent-encoding is decoded where URLs are (log lines, header values), not in bodies.
+    let line = b"GET /cb?key=%41KIAIOSFODNN7EXAMPLE HTTP/1.1";
+    assert!(r.redact(line).is_none());
+    let (out, _) = r.redact_with(line, unescape::Escapes::URL).unwrap();
+    assert_eq!(out, b"GET /cb?key=[REDACTED] HTTP/1.1");
+}
+
+/// A body of the given chunks, one frame each.
+struct Chunks(std::collections::VecDeque<bytes::Bytes>);
+
+impl http_body::Body for Chunks {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_body_cut_at_its_very_end_still_ends_with_an_error() {
+    use http_body_util::BodyExt;
+    let r = Arc::new(default());
+    // A key block that opens and never closes: decided only at the end of the body.
+    let open = format!("-----BEGIN RSA PRIVATE KEY-----\n{}", "A".repeat(2_000));
+    for size in [open.len(), 7] {
+        let chunks = open
+            .as_bytes()
+            .chunks(size)
+            .map(bytes::Bytes::copy_from_slice)
+            .collect();
+        let body = stream::RedactBody::new(Chunks(chunks), r.clone(), None);
+        assert!(
+            body.collect().await.is_err(),
+            "chunks of {size}: the cut body ended as if whole"
+        );
+    }
+}

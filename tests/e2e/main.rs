@@ -15,4 +15,5 @@ mod proxy;
 mod redaction;
 mod reload;
 mod robustness;
+mod shapes;
 mod validation;
