@@ -10,9 +10,6 @@ use std::sync::Arc;
 use crate::config;
 use crate::redact::stream::Redacting;
 
-/// Marks a line an operator has decided is fine: `--check` does not report it.
-pub const ALLOW_MARKER: &[u8] = b"sitegate:allow";
-
 fn redactor_for(policy: Option<&Path>) -> Option<Arc<crate::redact::Redactor>> {
     match policy {
         Some(main) => match config::load(main) {
@@ -24,32 +21,6 @@ fn redactor_for(policy: Option<&Path>) -> Option<Arc<crate::redact::Redactor>> {
         },
         None => Some(crate::redact::default_redactor()),
     }
-}
-
-/// Where the secrets in `text` are, as (line, column, detector), 1-based, leaving out
-/// lines that carry [`ALLOW_MARKER`].
-pub fn locate(redactor: &crate::redact::Redactor, text: &[u8]) -> Vec<(usize, usize, Arc<str>)> {
-    let Some((_, found)) = redactor.redact(text) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for f in found {
-        let line_start = text[..f.range.start]
-            .iter()
-            .rposition(|b| *b == b'\n')
-            .map_or(0, |i| i + 1);
-        let line_end = text[f.range.start..]
-            .iter()
-            .position(|b| *b == b'\n')
-            .map_or(text.len(), |i| f.range.start + i);
-        let line = &text[line_start..line_end];
-        if memchr::memmem::find(line, ALLOW_MARKER).is_some() {
-            continue;
-        }
-        let number = 1 + memchr::memchr_iter(b'\n', &text[..line_start]).count();
-        out.push((number, f.range.start - line_start + 1, f.detector));
-    }
-    out
 }
 
 /// `sitegate redact --check FILE...`: prints `file:line:col: detector` for every secret
@@ -76,7 +47,7 @@ pub fn check(files: &[std::path::PathBuf], policy: Option<&Path>) -> anyhow::Res
                 return Ok(ExitCode::from(2));
             }
         };
-        for (line, col, detector) in locate(&redactor, &text) {
+        for (line, col, detector) in crate::redact::locate(&redactor, &text) {
             println!("{}:{line}:{col}: {detector}", path.display());
             total += 1;
         }

@@ -544,5 +544,35 @@ impl Redactor {
     }
 }
 
+/// Marks a line an operator has decided is fine: `redact --check` and `verify` do not
+/// report it (`# sitegate:allow` in a TOML file).
+pub const ALLOW_MARKER: &[u8] = b"sitegate:allow";
+
+/// Where the secrets in `text` are, as (line, column, detector), 1-based, leaving out
+/// lines that carry [`ALLOW_MARKER`].
+pub fn locate(redactor: &Redactor, text: &[u8]) -> Vec<(usize, usize, Arc<str>)> {
+    let Some((_, found)) = redactor.redact(text) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for f in found {
+        let line_start = text[..f.range.start]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        let line_end = text[f.range.start..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(text.len(), |i| f.range.start + i);
+        let line = &text[line_start..line_end];
+        if memchr::memmem::find(line, ALLOW_MARKER).is_some() {
+            continue;
+        }
+        let number = 1 + memchr::memchr_iter(b'\n', &text[..line_start]).count();
+        out.push((number, f.range.start - line_start + 1, f.detector));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests;

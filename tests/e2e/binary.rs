@@ -818,7 +818,7 @@ async fn verify_reports_each_check_on_its_own() {
     assert_eq!(
         (code, failing(&report)),
         (
-            Some(1),
+            Some(2),
             vec!["no plaintext credentials in policy files".to_string()]
         )
     );
@@ -826,6 +826,43 @@ async fn verify_reports_each_check_on_its_own() {
         !report.to_string().contains("AKIAIOSFODNN7EXAMPLE"),
         "the credential was echoed"
     );
+    // Critical: it says where, and `check` (so every reload and `run`) refuses it too.
+    let c = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "no plaintext credentials in policy files")
+        .unwrap()
+        .clone();
+    assert_eq!(c["critical"], true, "{c}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("routes.toml:4: aws-access-key-id"),
+        "{c}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sitegate"))
+        .args(["check", "--config"])
+        .arg(dir.path().join("sitegate.toml"))
+        .envs(good_env.iter().map(|(k, v)| (*k, *v)))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no plaintext credentials in policy files (critical)"),
+        "{err}"
+    );
+    assert!(!err.contains("AKIAIOSFODNN7EXAMPLE"));
+    // A line the operator marked is their decision.
+    let dir = fresh();
+    let marked = routes.replace(
+        "}' }\n",
+        "}' }  # sitegate:allow (AWS's documented example key)\n",
+    );
+    let (code, report) = verify_with(dir.path(), &up, audit, &marked, &good_env, &[]);
+    assert_eq!((code, failing(&report)), (Some(0), vec![]), "{report}");
 
     // Unreachable upstream; a route needing keys nobody configured; models missing.
     let (code, report) = verify_with(
