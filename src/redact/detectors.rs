@@ -463,7 +463,7 @@ pub const BUILTINS: &[Builtin] = &[
         "url-password",
         "the password in scheme://user:password@host URLs of any scheme (postgres, mysql, mongodb, mongodb+srv, redis, amqp, https...), with or without a user",
         &["://"],
-        r#"\b[A-Za-z][A-Za-z0-9+.\-]{1,20}://(?:[^\s:@/"'<>]{1,128}:([^\s@/"'<>]{1,256})|:([^\s:@/"'<>]{1,256}))@"#,
+        r#"\b[A-Za-z][A-Za-z0-9+.\-]{1,20}://(?:[^\s:@/"'<>\[\]]{1,128}:([^\s@/"'<>\[\]]{1,256})|:([^\s:@/"'<>\[\]]{1,256}))@"#,
         22,
         Check::Generic(0.0),
     ),
@@ -529,7 +529,7 @@ pub fn is_placeholder(value: &[u8]) -> bool {
     let v = String::from_utf8_lossy(value).to_ascii_lowercase();
     let v = v.trim_matches(|c: char| c == '"' || c == '\'');
     (v.starts_with("${") && v.ends_with('}'))
-        || (v.starts_with("{{") && v.ends_with("}}"))
+        || (v.starts_with('{') && v.ends_with('}'))
         || (v.starts_with('<') && v.ends_with('>'))
         || (v.starts_with('%') && v.ends_with('%'))
         || (v.starts_with("%(") && v.ends_with(")s"))
@@ -684,11 +684,49 @@ fn bare_value_is_not_a_literal(value: &[u8], after: Option<u8>) -> bool {
         || (!has_digit && value[0].is_ascii_lowercase() && upper > 0 && upper < 4)
 }
 
+/// True for a value shaped like a name rather than a token: two or more words of
+/// letters, each a lower-case run, a capitalised word or a short acronym, run together
+/// or joined by `::`, `:`, `.`, `-`, `_` or `/` (`NextPageToken`, `TokenMergeFilter`,
+/// `AWS::SecretsManager::Secret`, `secretsmanager:GetSecretValue`, `Token.PromptNum`).
+/// Generated tokens have digits, or single letters between their case changes, so
+/// they are not names.
+fn is_name(v: &[u8]) -> bool {
+    if v.is_empty() || v.iter().any(u8::is_ascii_digit) {
+        return false;
+    }
+    let mut words = 0;
+    for seg in v.split(|b| matches!(b, b':' | b'.' | b'-' | b'_' | b'/')) {
+        let mut i = 0;
+        while i < seg.len() {
+            let run =
+                |from: usize, f: fn(&u8) -> bool| seg[from..].iter().take_while(|b| f(b)).count();
+            let upper = run(i, u8::is_ascii_uppercase);
+            let lower = run(i + upper, u8::is_ascii_lowercase);
+            match (upper, lower) {
+                (0, 0) => return false,
+                // An acronym, alone or before a capitalised word (`APIKey`).
+                (u, 0) if u <= 5 => words += 1,
+                (u, l) if l >= 2 && u <= 6 => words += 1 + usize::from(u > 1),
+                _ => return false,
+            }
+            i += upper + lower;
+        }
+    }
+    words >= 2 && v.iter().any(u8::is_ascii_alphabetic)
+}
+
 /// The assignment check: `whole` is the match (key, separator, value), `value` the
 /// group replaced.
 fn assignment_passes(hay: &[u8], whole: &Range<usize>, value: &Range<usize>, floor: f32) -> bool {
     let v = &hay[value.clone()];
+    // `…:secret:db-a1b2c3` is a field of a colon-separated name (an ARN), not a key.
+    if whole.start > 0 && hay[whole.start - 1] == b':' {
+        return false;
+    }
     let key = &hay[whole.start..value.start];
+    // A JSON key starts at its quote (escaped, inside a JSON string).
+    let key = key.strip_prefix(b"\\").unwrap_or(key);
+    let key = key.strip_prefix(b"\"").unwrap_or(key);
     let key_end = key
         .iter()
         .position(|b| matches!(b, b'"' | b'\'' | b' ' | b'\t' | b':' | b'=' | b'\\'))
@@ -704,6 +742,15 @@ fn assignment_passes(hay: &[u8], whole: &Range<usize>, value: &Range<usize>, flo
     if !quoted && bare_value_is_not_a_literal(v, hay.get(value.end).copied()) {
         return false;
     }
+    // A password may be a phrase or a pair of words; a token, key or secret is
+    // neither: a value with a space is prose (`TOKEN_EOF: "end of template"`), one
+    // shaped like a name is a field or type name (`"output_token": "NextPageToken"`).
+    let password = [&b"pass"[..], b"pwd"]
+        .iter()
+        .any(|p| key_name.windows(p.len()).any(|w| w == *p));
+    if !password && (v.contains(&b' ') || is_name(v)) {
+        return false;
+    }
     // A quoted environment-variable name or path names a secret kept elsewhere.
     let env_name = v.len() > 1
         && v[0].is_ascii_uppercase()
@@ -711,6 +758,18 @@ fn assignment_passes(hay: &[u8], whole: &Range<usize>, value: &Range<usize>, flo
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'_')
         && v.contains(&b'_');
     let path = v.first() == Some(&b'/') && v.iter().filter(|b| **b == b'/').count() > 1;
+    // A resource name: an ARN, or lower-case segments between slashes
+    // (`projects/myproj/secrets/pat/versions/1`). A key with slashes has mixed case.
+    let resource = v.starts_with(b"arn:")
+        || (v.iter().filter(|b| **b == b'/').count() > 1
+            && v.iter().all(|b| {
+                b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || matches!(b, b'/' | b'-' | b'_' | b'.')
+            }));
+    if resource {
+        return false;
+    }
     !env_name && !path && !is_placeholder(v) && entropy(v) >= floor
 }
 

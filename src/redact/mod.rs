@@ -243,7 +243,9 @@ impl Redactor {
                 lookback: 1,
                 max_len,
                 redact: Redact::Group,
-                check: Check::Generic(floor),
+                // Shape-aware like the assignments: `"secret": "AWS::SecretsManager"`
+                // names a thing, `"token": "end of stream"` is prose.
+                check: Check::Assignment(floor),
                 terminated: false,
             });
         }
@@ -465,10 +467,28 @@ impl Redactor {
                 .then(b.span.end.cmp(&a.span.end))
                 .then(a.detector.cmp(&b.detector))
         });
-        let mut found = Vec::new();
+        let mut found: Vec<Finding> = Vec::new();
         let mut last_end = from;
+        let mut last_start = from;
         for c in candidates {
             if c.span.start < last_end {
+                // Overlapping the secret before it. One that runs on past it (a JWT
+                // longer than an assignment's value window) makes the replacement grow
+                // to cover it: both say the bytes are a secret.
+                if let Some(prev) = found.last_mut()
+                    && c.replace.start <= prev.range.end
+                    && c.replace.end > prev.range.end
+                {
+                    if c.span.end > safe {
+                        // Final only with the next chunk: decide the pair then.
+                        safe = last_start;
+                        found.pop();
+                        break;
+                    }
+                    prev.range.end = c.replace.end;
+                    prev.cut |= c.cut;
+                    last_end = last_end.max(c.span.end);
+                }
                 continue;
             }
             if c.span.start >= safe {
@@ -480,6 +500,7 @@ impl Redactor {
                 break;
             }
             last_end = c.span.end;
+            last_start = c.span.start;
             found.push(Finding {
                 detector: self.detectors[c.detector].name.clone(),
                 range: c.replace,

@@ -271,6 +271,16 @@ fn assignments_stay_on_their_line_and_leave_code_and_names_alone() {
         "secret = get_secret(name)",
         "'MODULE_PWD_STATE': 'yes',",
         "cvs://:pserver:anoncvs@sources.example.org:/cvs/src",
+        // Names, prose and resource names where a token, key or secret would be.
+        "\"output_token\": \"NextPageToken\",",
+        "'tokenmerge':     TokenMergeFilter,",
+        "\"AWS::SecretsManager::Secret\": \"AWS::SecretsManager::Secret\"",
+        "\"secret\": \"secretsmanager:GetSecretValue\"",
+        "TOKEN_EOF: \"end of template\",",
+        "\"SecretArn\": \"arn:aws:secretsmanager:us-west-2:123456789012:secret:db-a1b2c3\"",
+        "--token-secret-version=projects/myproj/secrets/read-pat/versions/1",
+        "token = '{__relative_name__}'",
+        "help=\"a proxy as scheme://[user:passwd@]proxy.server:port\"",
     ];
     for text in clean {
         assert!(r.redact(text.as_bytes()).is_none(), "changed: {text}");
@@ -287,6 +297,12 @@ fn assignments_stay_on_their_line_and_leave_code_and_names_alone() {
             "password = \"correct horse battery\"",
             "password = \"[REDACTED]\"",
         ),
+        // Generated values stay secrets, slashes and mixed case included.
+        (
+            "\"SecretAccessKey\": \"wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY\"",
+            "\"SecretAccessKey\": \"[REDACTED]\"",
+        ),
+        ("token = \"xKcdQpLmNvRtZw\"", "token = \"[REDACTED]\""),
     ] {
         let (out, _) = r
             .redact(text.as_bytes())
