@@ -524,12 +524,29 @@ impl Redactor {
         out: &mut Vec<Candidate>,
     ) {
         let det = &self.detectors[d];
-        let window = &hay[..end];
+        // Each regex call sees at most twice the detector's longest match past `at`.
+        // Merged windows can be long (a keyword repeated for a megabyte), and a
+        // pattern with an unbounded run (`pypi-…[A-Za-z0-9_-]{50,}`) would otherwise
+        // scan to the window's end on every call: 1 MiB of `pypi-AgEIcHlwaS5vcmc`
+        // cost 1.7 s. A match found in the bounded part is the one the whole window
+        // gives, as every match but a clipped one ends within `max_len` of its start.
+        let reach = det.max_len.saturating_mul(2).saturating_add(1);
         while at < end {
-            let Some(caps) = det.regex.captures_at(window, at) else {
-                return;
+            let limit = end.min(at.saturating_add(reach));
+            let Some(caps) = det.regex.captures_at(&hay[..limit], at) else {
+                if limit == end {
+                    return;
+                }
+                // None starts within `max_len` of `at`: it would have ended here.
+                at = limit - det.max_len;
+                continue;
             };
             let Some(m) = caps.get(0) else { return };
+            if limit < end && m.start() + det.max_len >= limit {
+                // It may run on past the limit: look again from its start.
+                at = m.start();
+                continue;
+            }
             if m.start() < from {
                 // Decided by an earlier call (a stream's previous chunk).
                 at = from.max(m.start() + 1);
