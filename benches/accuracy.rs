@@ -21,21 +21,6 @@ use sitegate::redact::{RedactionSettings, Redactor};
 
 const MIN_CORPUS: usize = 20 << 20;
 
-fn escaped(secret: &str) -> String {
-    secret
-        .chars()
-        .enumerate()
-        .map(|(i, c)| match c {
-            '/' => r"\/".to_string(),
-            c if i % 2 == 0 && (c as u32) < 0x80 && c != '\n' => format!("\\u{:04x}", c as u32),
-            c => serde_json::to_string(&c.to_string())
-                .unwrap()
-                .trim_matches('"')
-                .to_string(),
-        })
-        .collect()
-}
-
 /// The contexts one sample is tried in: (name, text, what must disappear).
 fn contexts(text: &str, secret: &str) -> Vec<(&'static str, String, String)> {
     let json = serde_json::to_string(&serde_json::json!({ "value": text })).unwrap();
@@ -46,7 +31,10 @@ fn contexts(text: &str, secret: &str) -> Vec<(&'static str, String, String)> {
         ("json value", json.clone(), plain_secret.to_string()),
         (
             "json, escaped",
-            json.replace(plain_secret, &escaped(secret)),
+            json.replace(
+                plain_secret,
+                &sitegate::redact::samples::json_escaped(secret),
+            ),
             secret.to_string(),
         ),
     ];
@@ -174,27 +162,12 @@ fn changed_lines(r: &Redactor, files: &[PathBuf]) -> (Vec<String>, usize) {
     for f in files {
         let Ok(text) = std::fs::read(f) else { continue };
         bytes += text.len();
-        let Some((_, found)) = r.redact(&text) else {
-            continue;
-        };
-        let mut lines = std::collections::BTreeSet::new();
-        for finding in found {
-            let line_start = text[..finding.range.start]
-                .iter()
-                .rposition(|b| *b == b'\n')
-                .map_or(0, |i| i + 1);
-            let line_end = text[finding.range.start..]
-                .iter()
-                .position(|b| *b == b'\n')
-                .map_or(text.len(), |i| finding.range.start + i);
-            if lines.insert(line_start) {
-                let line = String::from_utf8_lossy(&text[line_start..line_end]);
-                changed.push(format!(
-                    "{}: {}: {:.160}",
-                    f.display(),
-                    finding.detector,
-                    line.trim()
-                ));
+        let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
+        let mut seen = std::collections::BTreeSet::new();
+        for (line, _, detector) in sitegate::redact::locate(r, &text) {
+            if seen.insert(line) {
+                let text = String::from_utf8_lossy(lines[line - 1]);
+                changed.push(format!("{}: {detector}: {:.160}", f.display(), text.trim()));
             }
         }
     }

@@ -548,3 +548,21 @@ fn letters(n: usize, seed: u64) -> String {
     let mut rng = fastrand::Rng::with_seed(seed);
     (0..n).map(|_| rng.alphabetic()).collect()
 }
+
+/// `secret` as a JSON encoder that escapes everything would write it: every other
+/// ASCII character as `\u00XX`, `/` as `\/`, a line break as `\n`.
+pub fn json_escaped(secret: &str) -> String {
+    secret
+        .chars()
+        .enumerate()
+        .map(|(i, c)| match c {
+            '/' => r"\/".to_string(),
+            '\n' => r"\n".to_string(),
+            c if i % 2 == 0 && (c as u32) < 0x80 => format!("\\u{:04x}", c as u32),
+            c => serde_json::to_string(&c.to_string())
+                .unwrap_or_default()
+                .trim_matches('"')
+                .to_string(),
+        })
+        .collect()
+}

@@ -1,7 +1,7 @@
 use super::stream::Redacting;
 use super::*;
 
-use super::samples::{alnum, cases, formats, rep};
+use super::samples::{alnum, cases, formats, json_escaped as escaped, rep};
 
 fn default() -> Redactor {
     Redactor::new(&RedactionSettings::default()).unwrap()
@@ -393,23 +393,6 @@ async fn a_stream_holding_a_cut_secret_ends_with_an_error_after_the_replacement(
         "{} bytes of the key block were sent",
         sent.len()
     );
-}
-
-/// `secret` as a JSON encoder that escapes everything would write it: `\u0041…`, `\/`.
-fn escaped(secret: &str) -> String {
-    secret
-        .chars()
-        .enumerate()
-        .map(|(i, c)| match c {
-            '/' => r"\/".to_string(),
-            '\n' => r"\n".to_string(),
-            c if i % 2 == 0 && (c as u32) < 0x80 => format!("\\u{:04x}", c as u32),
-            c => serde_json::to_string(&c.to_string())
-                .unwrap()
-                .trim_matches('"')
-                .to_string(),
-        })
-        .collect()
 }
 
 #[test]
