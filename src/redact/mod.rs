@@ -37,6 +37,14 @@ struct Detector {
     check: Check,
     /// See [`detectors::Builtin::terminated`].
     terminated: bool,
+    /// The regex has an unbounded repetition: its match may run past `max_len`, so a
+    /// search is held to a bounded stretch (see [`Redactor::search`]).
+    unbounded: bool,
+}
+
+/// True when `regex` can match more than any fixed number of bytes.
+fn unbounded(regex: &Regex) -> bool {
+    !matches!(longest_match(regex.as_str()), Ok(Some(_)))
 }
 
 /// The longest match `pattern` can make, in bytes, read from its syntax; `None` when
@@ -205,6 +213,7 @@ impl Redactor {
                 .map_or(b.check, |(_, floor)| b.check.with_entropy(*floor));
             detectors.push(Detector {
                 name: Arc::from(b.name),
+                unbounded: unbounded(&regex),
                 regex,
                 lookback: b.lookback,
                 max_len,
@@ -247,6 +256,7 @@ impl Redactor {
                 // names a thing, `"token": "end of stream"` is prose.
                 check: Check::Assignment(floor),
                 terminated: false,
+                unbounded: true,
             });
         }
         for p in &settings.patterns {
@@ -259,6 +269,7 @@ impl Redactor {
                 redact: Redact::Match,
                 check: Check::None,
                 terminated: false,
+                unbounded: unbounded(&p.regex),
             });
         }
         // One automaton for every keyword; detectors sharing a keyword share the id.
@@ -530,17 +541,28 @@ impl Redactor {
         // scan to the window's end on every call: 1 MiB of `pypi-AgEIcHlwaS5vcmc`
         // cost 1.7 s. A match found in the bounded part is the one the whole window
         // gives, as every match but a clipped one ends within `max_len` of its start.
-        let reach = det.max_len.saturating_mul(2).saturating_add(1);
+        // A bounded pattern's match ends within `max_len` anyway: its search needs no
+        // limit (and a limit would rescan the stretch after each miss).
+        let first_reach = if det.unbounded {
+            det.max_len.saturating_mul(2).saturating_add(1)
+        } else {
+            usize::MAX
+        };
+        let mut reach = first_reach;
         while at < end {
             let limit = end.min(at.saturating_add(reach));
             let Some(caps) = det.regex.captures_at(&hay[..limit], at) else {
                 if limit == end {
                     return;
                 }
-                // None starts within `max_len` of `at`: it would have ended here.
+                // None starts within `max_len` of `at`: it would have ended here. The
+                // next stretch is twice as long, so a run without a match is scanned
+                // about once, not twice.
                 at = limit - det.max_len;
+                reach = reach.saturating_mul(2);
                 continue;
             };
+            reach = first_reach;
             let Some(m) = caps.get(0) else { return };
             if limit < end && m.start() + det.max_len >= limit {
                 // It may run on past the limit: look again from its start.
