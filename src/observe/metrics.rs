@@ -195,6 +195,12 @@ impl Default for Metrics {
             "Policy reload attempts, by result",
             reloads.clone(),
         );
+        // Closed label sets are exported at 0 from the start, so an `increase(...) > 0`
+        // alert fires on the first event after a restart (a series born at 1 has no
+        // increase) and a rollout check finds the series before anything happened.
+        for result in ["ok", "error", "unchanged"] {
+            drop(reloads.get_or_create(&ReloadLabels { result }));
+        }
         let fallbacks = Family::<FallbackLabels, Counter>::default();
         registry.register(
             "fallbacks",
@@ -237,6 +243,9 @@ impl Default for Metrics {
             "Requests refused with 429 to protect the proxy, by reason",
             shed.clone(),
         );
+        for reason in ["memory", "cpu", "inflight"] {
+            drop(shed.get_or_create(&ShedLabels { reason }));
+        }
         let system_memory_percent = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "system_memory_percent",
@@ -379,6 +388,21 @@ mod tests {
             "sitegate_inflight_requests 3",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn closed_label_sets_are_exported_at_zero_from_the_start() {
+        let text = Metrics::default().encode();
+        for series in [
+            "sitegate_config_reloads_total{result=\"ok\"} 0",
+            "sitegate_config_reloads_total{result=\"error\"} 0",
+            "sitegate_config_reloads_total{result=\"unchanged\"} 0",
+            "sitegate_shed_total{reason=\"memory\"} 0",
+            "sitegate_shed_total{reason=\"cpu\"} 0",
+            "sitegate_shed_total{reason=\"inflight\"} 0",
+        ] {
+            assert!(text.contains(series), "missing {series} in\n{text}");
         }
     }
 
