@@ -535,14 +535,14 @@ impl Redactor {
         out: &mut Vec<Candidate>,
     ) {
         let det = &self.detectors[d];
-        // Each regex call sees at most twice the detector's longest match past `at`.
-        // Merged windows can be long (a keyword repeated for a megabyte), and a
-        // pattern with an unbounded run (`pypi-…[A-Za-z0-9_-]{50,}`) would otherwise
-        // scan to the window's end on every call: 1 MiB of `pypi-AgEIcHlwaS5vcmc`
-        // cost 1.7 s. A match found in the bounded part is the one the whole window
-        // gives, as every match but a clipped one ends within `max_len` of its start.
-        // A bounded pattern's match ends within `max_len` anyway: its search needs no
-        // limit (and a limit would rescan the stretch after each miss).
+        // A pattern with an unbounded run (`pypi-…[A-Za-z0-9_-]{50,}`) is searched in
+        // a bounded stretch past `at`: twice its longest match, doubled after a miss.
+        // Merged windows can be long (a keyword repeated for a megabyte), and its match
+        // would otherwise run to the window's end on every call: 1 MiB of
+        // `pypi-AgEIcHlwaS5vcmc` cost 1.7 s. A match found in the stretch is the one the
+        // whole window gives, as every match but a clipped one ends within `max_len`
+        // of its start. A bounded pattern's match ends there anyway: its search needs
+        // no limit (and a limit would rescan the stretch after each miss).
         let first_reach = if det.unbounded {
             det.max_len.saturating_mul(2).saturating_add(1)
         } else {
