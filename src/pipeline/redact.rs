@@ -7,8 +7,6 @@
 //! coding or charset, a compressed or UTF-16 body over the limit, a key block longer
 //! than the engine's window) is refused, never passed on as if it had been scanned.
 
-use std::borrow::Cow;
-
 use bytes::Bytes;
 use http::header::{
     CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, DATE, HeaderValue, TRANSFER_ENCODING,
@@ -317,16 +315,13 @@ pub(super) async fn redact(
     };
     let decoded = match &text {
         Text::Transcode(enc, label) => match decode_text(enc, label, &plain) {
-            Some((s, writer)) => Some((s, writer)),
+            Some(decoded) => Some(decoded),
             None => return Err(refuse(ctx, &format!("the body is not valid {label}"))),
         },
         _ => None,
     };
-    let matched: Cow<[u8]> = match &decoded {
-        Some((s, _)) => Cow::Borrowed(s.as_bytes()),
-        None => Cow::Borrowed(&plain),
-    };
-    let body = match redactor.redact(&matched) {
+    let matched: &[u8] = decoded.as_ref().map_or(&plain, |(s, _)| s.as_bytes());
+    let body = match redactor.redact(matched) {
         None => plain,
         Some((_, found)) if found.iter().any(|f| f.cut) => {
             return Err(refuse(
