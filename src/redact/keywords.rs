@@ -29,11 +29,46 @@ pub struct Keywords {
     lists: Vec<Box<[usize]>>,
     /// The keywords, lower-cased.
     patterns: Vec<Box<[u8]>>,
+    /// Per keyword, its first eight bytes as one word test (see [`Head`]).
+    heads: Vec<Head>,
     /// Folded first byte → the keywords shorter than three bytes starting with it,
     /// checked again at the last two positions, where no trigram fits.
     short: Box<[Vec<usize>; 256]>,
     /// Whether there are any short keywords.
     has_short: bool,
+}
+
+/// A keyword's first (up to) eight bytes, compared with one load: a position's word
+/// `w` starts with them, in any letter case, when `(w | fold) & mask == value`. Dense
+/// keywords (`xoxp-xoxp-…`, a slot holding seven Slack prefixes) made the byte-wise
+/// comparison half of the whole scan.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    /// The bytes, lower-cased, in little-endian order.
+    value: u64,
+    /// 0x20 at each letter's byte: folds the input's case there and only there, so
+    /// the test is exact (`-` and `\r` differ by 0x20 too, and stay apart).
+    fold: u64,
+    /// 0xFF at each of the keyword's bytes.
+    mask: u64,
+}
+
+impl Head {
+    fn new(p: &[u8]) -> Self {
+        let mut head = Head {
+            value: 0,
+            fold: 0,
+            mask: 0,
+        };
+        for (i, b) in p.iter().take(8).enumerate() {
+            head.value |= u64::from(*b) << (8 * i);
+            head.mask |= 0xFF << (8 * i);
+            if b.is_ascii_lowercase() {
+                head.fold |= 0x20 << (8 * i);
+            }
+        }
+        head
+    }
 }
 
 /// Three bytes as the low 24 bits of a word, first byte lowest.
@@ -57,6 +92,7 @@ impl Keywords {
             table: Box::new([0; 1 << BITS]),
             lists: Vec::new(),
             patterns: Vec::with_capacity(patterns.len()),
+            heads: Vec::with_capacity(patterns.len()),
             short: Box::new(std::array::from_fn(|_| Vec::new())),
             has_short: false,
         };
@@ -88,6 +124,7 @@ impl Keywords {
                     slot.push(id);
                 }
             }
+            k.heads.push(Head::new(&p));
             k.patterns.push(p.into_boxed_slice());
         }
         // Slots with the same keywords share a list (all the slots of a short keyword).
@@ -178,8 +215,29 @@ impl Keywords {
     /// Compares, in full, the keywords of `slot` at `at`.
     #[cold]
     fn confirm(&self, hay: &[u8], at: usize, slot: u8, hit: &mut impl FnMut(usize, usize)) {
-        for &id in self.lists[usize::from(slot) - 1].iter() {
-            self.compare(hay, at, id, hit);
+        let ids = &self.lists[usize::from(slot) - 1];
+        let Some(word) = hay.get(at..at + 8) else {
+            for &id in ids.iter() {
+                self.compare(hay, at, id, hit);
+            }
+            return;
+        };
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        let w = u64::from_le_bytes(bytes);
+        for &id in ids.iter() {
+            let h = &self.heads[id];
+            if (w | h.fold) & h.mask != h.value {
+                continue;
+            }
+            let p = &self.patterns[id];
+            if p.len() <= 8
+                || hay
+                    .get(at + 8..at + p.len())
+                    .is_some_and(|rest| rest.eq_ignore_ascii_case(&p[8..]))
+            {
+                hit(id, at);
+            }
         }
     }
 
@@ -277,6 +335,16 @@ mod tests {
         let got = found(&patterns, &hay);
         assert!(got.len() > 100);
         assert_eq!(got, naive(&patterns, &hay));
+    }
+
+    #[test]
+    fn the_word_test_folds_letters_only_and_checks_past_eight_bytes() {
+        let patterns = ["xoxp-", "a_b", "-----begin rsa"];
+        // `-` and `\r`, `_` and DEL differ by the case bit: they must stay apart.
+        let hay = b"XOXP\r..... a\x7fb........ -----BEGIN RSB..... ";
+        assert_eq!(found(&patterns, hay), vec![]);
+        let hay = b"XoXp-...... A_B.......... -----BEGIN rSa..... ";
+        assert_eq!(found(&patterns, hay), vec![(0, 0), (1, 12), (2, 26)]);
     }
 
     #[test]
