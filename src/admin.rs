@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
@@ -80,11 +79,7 @@ fn trusted(
 
 /// Answers one admin request. `/healthz`, `/readyz` and `/metrics` are open to probes
 /// and scrapers; `/config` and `POST /reload` need a loopback peer or the admin token.
-pub async fn handle(
-    shared: &Shared,
-    req: Request<Incoming>,
-    loopback: bool,
-) -> Response<Full<Bytes>> {
+pub async fn handle<B>(shared: &Shared, req: Request<B>, loopback: bool) -> Response<Full<Bytes>> {
     let policy = shared.policy.load();
     if matches!(req.uri().path(), "/config" | "/reload")
         && !trusted(

@@ -21,6 +21,39 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A body of any origin.
 pub type BoxBody = UnsyncBoxBody<Bytes, BoxError>;
 
+/// A client's request body as the pipeline reads it: hyper's `Incoming` in a running
+/// proxy, any in-memory body in tests.
+pub trait ClientBody: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static {}
+
+impl<B> ClientBody for B
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+}
+
+/// The app's response body, whatever carried it.
+pub type AppBody = UnsyncBoxBody<Bytes, AppBodyError>;
+
+/// What failed in an app's response body. A named type rather than a [`BoxError`]:
+/// the pipeline's futures must be `Send`, and rustc cannot show that for a future that
+/// holds a body whose error is a boxed trait object (the object's lifetime is erased
+/// in the future's type, and the `From` that converts it is not general enough).
+#[derive(Debug)]
+pub struct AppBodyError(pub BoxError);
+
+impl std::fmt::Display for AppBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for AppBodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
 /// A complete body from bytes.
 pub fn full(bytes: impl Into<Bytes>) -> BoxBody {
     http_body_util::Full::new(bytes.into())

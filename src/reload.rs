@@ -235,7 +235,7 @@ fn reload_once(
             }
             if current.upstream.pool_differs(&next.upstream) {
                 for slot in &shared.upstreams {
-                    slot.store(Arc::new(Upstream::new(&next.upstream)));
+                    slot.store(Arc::new(Upstream::new(&next.upstream, &shared.transport)));
                 }
             }
             if next.logging.level != current.logging.level

@@ -4,11 +4,10 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use http::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -20,10 +19,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::error::{Failure, render};
 use crate::observe::Category;
-use crate::observe::metrics::Metrics;
 use crate::policy::Policy;
-use crate::state::{LevelSetter, Overrides, ReloadStatus, Shared};
-use crate::upstream::{Circuit, Upstream};
+use crate::state::{LevelSetter, Overrides, Setup, Shared};
 use crate::{admin, headers, pipeline, reload};
 
 /// How to start a proxy.
@@ -108,37 +105,18 @@ pub async fn start(mut policy: Policy, options: Options) -> Result<Running, Bind
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
 
     let (reload_tx, reload_rx) = mpsc::channel(64);
-    let budget = crate::state::retry_budget(&policy.upstream.retry_budget);
-    let budget_bytes = policy.limits.buffer_budget;
-    let limiter = crate::state::rate_limiter(policy.access.rate_limit);
-    let failures = crate::state::AuthFailures::new(policy.access.failed_auth_limit);
     let header_read_timeout = policy.server.header_read_timeout;
-    let shared = Arc::new(Shared {
-        upstreams: (0..workers)
-            .map(|_| ArcSwap::from_pointee(Upstream::new(&policy.upstream)))
-            .collect(),
-        policy: ArcSwap::from_pointee(policy),
-        circuit: Circuit::default(),
-        retry_budget: ArcSwap::from_pointee(budget),
-        resources: Default::default(),
-        rate_limiter: ArcSwap::from_pointee(limiter),
-        auth_failures: ArcSwap::from_pointee(failures),
-        buffer_budget: Arc::new(tokio::sync::Semaphore::new(budget_permits(budget_bytes))),
-        buffer_budget_total: budget_bytes,
-
-        metrics: Metrics::default(),
-        inflight: AtomicUsize::new(0),
-        draining: AtomicBool::new(false),
-        status: Mutex::new(ReloadStatus {
-            loaded_at: SystemTime::now(),
-            last: None,
-            restart_required: Vec::new(),
-        }),
-        reload: reload_tx.clone(),
-        main_path: options.config,
-        overrides: options.overrides,
-        set_log_level: options.set_log_level,
-    });
+    let shared = Arc::new(Shared::new(
+        policy,
+        Setup {
+            workers,
+            transport: crate::upstream::pooled(),
+            reload: reload_tx.clone(),
+            main_path: options.config,
+            overrides: options.overrides,
+            set_log_level: options.set_log_level,
+        },
+    ));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let connections = Arc::new(tokio::sync::Semaphore::new(
         shared.policy.load().server.max_connections,
@@ -191,13 +169,6 @@ pub async fn start(mut policy: Policy, options: Options) -> Result<Running, Bind
         workers: done,
         others: vec![admin, reloader, monitor],
     })
-}
-
-/// Semaphore permits for a byte budget (the semaphore's own maximum bounds it).
-fn budget_permits(bytes: u64) -> usize {
-    usize::try_from(bytes)
-        .unwrap_or(usize::MAX)
-        .min(tokio::sync::Semaphore::MAX_PERMITS)
 }
 
 /// A non-blocking listening socket, with `SO_REUSEADDR` so a restart does not wait for

@@ -16,7 +16,7 @@ use crate::policy::Policy;
 use tower::retry::budget::TpsBudget;
 
 use crate::policy::RetryBudgetSettings;
-use crate::upstream::{Circuit, Upstream};
+use crate::upstream::{Circuit, MakeTransport, Upstream};
 
 /// A per-client token bucket (keyed by API key id or client IP) and its settings.
 pub struct RateLimiter {
@@ -196,6 +196,8 @@ pub struct Shared {
     /// One upstream pool per worker (a pool's connections live on its worker's
     /// runtime); replaced only when the upstream settings change.
     pub upstreams: Vec<ArcSwap<Upstream>>,
+    /// Builds each worker's way to the app (again when the pool settings change).
+    pub transport: MakeTransport,
     /// The circuit breaker of the upstream.
     pub circuit: Circuit,
     /// Limits retries to a share of the traffic of routes that retry; replaced when
@@ -228,4 +230,63 @@ pub struct Shared {
     pub overrides: Overrides,
     /// Applies a reloaded log level, when sitegate owns the logger.
     pub set_log_level: Option<LevelSetter>,
+}
+
+/// What a proxy's shared state is made with, besides its policy.
+pub struct Setup {
+    /// Worker threads, each with its own upstream pool.
+    pub workers: usize,
+    /// How each worker reaches the app.
+    pub transport: MakeTransport,
+    /// Into the reload loop.
+    pub reload: mpsc::Sender<Trigger>,
+    /// The main policy file.
+    pub main_path: PathBuf,
+    /// Imposed over every compiled policy.
+    pub overrides: Overrides,
+    /// Applies a reloaded log level, when sitegate owns the logger.
+    pub set_log_level: Option<LevelSetter>,
+}
+
+impl Shared {
+    /// The state that serves `policy`: the runtime parts it calls for (an upstream per
+    /// worker, the breaker, the budgets and limiters) built from it.
+    pub fn new(policy: Policy, setup: Setup) -> Self {
+        let budget_bytes = policy.limits.buffer_budget;
+        Shared {
+            upstreams: (0..setup.workers.max(1))
+                .map(|_| ArcSwap::from_pointee(Upstream::new(&policy.upstream, &setup.transport)))
+                .collect(),
+            transport: setup.transport,
+            circuit: Circuit::default(),
+            retry_budget: ArcSwap::from_pointee(retry_budget(&policy.upstream.retry_budget)),
+            rate_limiter: ArcSwap::from_pointee(rate_limiter(policy.access.rate_limit)),
+            auth_failures: ArcSwap::from_pointee(AuthFailures::new(
+                policy.access.failed_auth_limit,
+            )),
+            buffer_budget: Arc::new(tokio::sync::Semaphore::new(budget_permits(budget_bytes))),
+            buffer_budget_total: budget_bytes,
+            policy: ArcSwap::from_pointee(policy),
+            resources: Default::default(),
+            metrics: Metrics::default(),
+            inflight: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+            status: Mutex::new(ReloadStatus {
+                loaded_at: SystemTime::now(),
+                last: None,
+                restart_required: Vec::new(),
+            }),
+            reload: setup.reload,
+            main_path: setup.main_path,
+            overrides: setup.overrides,
+            set_log_level: setup.set_log_level,
+        }
+    }
+}
+
+/// Semaphore permits for a byte budget (the semaphore's own maximum bounds it).
+fn budget_permits(bytes: u64) -> usize {
+    usize::try_from(bytes)
+        .unwrap_or(usize::MAX)
+        .min(tokio::sync::Semaphore::MAX_PERMITS)
 }

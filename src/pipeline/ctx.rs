@@ -9,7 +9,6 @@ use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::body::{self, BodyStats, BoxBody, BoxError};
@@ -65,11 +64,11 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    pub(super) fn new(
+    pub(super) fn new<B>(
         shared: Arc<Shared>,
         worker: usize,
         request_id: HeaderValue,
-        req: &Request<Incoming>,
+        req: &Request<B>,
     ) -> Self {
         let inflight_at_start = shared.inflight.fetch_add(1, Ordering::Relaxed) + 1;
         shared.metrics.inflight.inc();

@@ -10,12 +10,11 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, Request, Response, Uri};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::time::Instant;
 use tower::retry::budget::Budget;
 
 use super::ctx::Ctx;
-use crate::body::{BodyStats, BoxBody, from_client, full};
+use crate::body::{AppBody, BodyStats, BoxBody, ClientBody, from_client, full};
 use crate::error::{ErrorCode, Failure, Rejection, UpstreamFailure};
 use crate::observe::Category;
 use crate::observe::metrics::{NameLabel, RouteLabel};
@@ -24,9 +23,9 @@ use crate::policy::{Policy, RetryPolicy, Route};
 /// What the upstream call came to.
 pub(super) enum Forwarded {
     /// The app's response, to pass on.
-    Response(Response<Incoming>),
+    Response(Response<AppBody>),
     /// The app failed. A `5xx` keeps its response: without a fallback it passes on.
-    Failed(UpstreamFailure, Option<Response<Incoming>>),
+    Failed(UpstreamFailure, Option<Response<AppBody>>),
 }
 
 /// True for methods that mean the same when sent twice (RFC 9110 §9.2.2).
@@ -55,7 +54,7 @@ impl Head {
     }
 }
 
-fn is_json(resp: &Response<Incoming>) -> bool {
+fn is_json(resp: &Response<AppBody>) -> bool {
     match crate::headers::essence(resp.headers()) {
         Some(essence) => essence == "application/json" || essence.ends_with("+json"),
         // Nothing to inspect in a body-less answer.
@@ -65,14 +64,14 @@ fn is_json(resp: &Response<Incoming>) -> bool {
 
 /// Reads a body that may be sent more than once; `None` when it is too large or of
 /// unknown length (it then streams, and is not retried).
-async fn replayable(
+async fn replayable<B: ClientBody>(
     parts: &http::request::Parts,
-    incoming: Incoming,
+    incoming: B,
     retry: &RetryPolicy,
     route: &Route,
     stats: &Arc<BodyStats>,
     idle: std::time::Duration,
-) -> Result<Result<Bytes, Incoming>, Failure> {
+) -> Result<Result<Bytes, B>, Failure> {
     let length = parts
         .headers
         .get(CONTENT_LENGTH)
@@ -119,19 +118,19 @@ pub(super) fn too_large(route: &Route) -> Failure {
 
 /// Sends the request to the app, with the breaker, classification and retries.
 /// The request body on its way to the app.
-pub(super) enum RequestBody {
+pub(super) enum RequestBody<B> {
     /// Not read yet: it streams (and may still be kept for retries).
-    Stream(Incoming),
+    Stream(B),
     /// Read, checked and held (its memory budget permit with it).
     Buffered(Bytes, Option<tokio::sync::OwnedSemaphorePermit>),
 }
 
-pub(super) async fn forward(
+pub(super) async fn forward<B: ClientBody>(
     ctx: &mut Ctx,
     policy: &Policy,
     route: &Route,
     parts: http::request::Parts,
-    body: RequestBody,
+    body: RequestBody<B>,
 ) -> Result<Forwarded, Failure> {
     let shared = ctx.shared.clone();
     let idle = policy.server.client_body_timeout;

@@ -16,6 +16,8 @@ mod forward;
 mod model_lock;
 mod read;
 mod redact;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,13 +25,12 @@ use std::sync::Arc;
 use http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, HOST, HeaderValue};
 use http::{Request, Response};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use ctx::Ctx;
 pub use ctx::Observed;
 use forward::{Forwarded, RequestBody};
 
-use crate::body::{BoxBody, IdleTimeout};
+use crate::body::{BoxBody, ClientBody, IdleTimeout};
 use crate::error::{ErrorCode, Failure, Rejection};
 use crate::guard::limits::{check_framing, check_head};
 use crate::guard::{access, shed};
@@ -40,10 +41,10 @@ use crate::policy::Policy;
 use crate::state::Shared;
 
 /// Handles one client request end to end.
-pub async fn handle(
+pub async fn handle<B: ClientBody>(
     shared: Arc<Shared>,
     worker: usize,
-    req: Request<Incoming>,
+    req: Request<B>,
     peer: Peer,
 ) -> Response<Observed> {
     let policy = shared.policy.load_full();
@@ -138,11 +139,11 @@ fn admit(ctx: &Ctx, policy: &Policy) -> Result<(), Rejection> {
     Ok(())
 }
 
-async fn proxy(
+async fn proxy<B: ClientBody>(
     ctx: &mut Ctx,
     policy: &Policy,
     mut parts: http::request::Parts,
-    body: &mut Option<Incoming>,
+    body: &mut Option<B>,
     peer: Peer,
 ) -> Result<Response<BoxBody>, Failure> {
     // access: a CORS preflight is answered here when sitegate owns the Origin policy,

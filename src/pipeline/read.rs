@@ -7,12 +7,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::ctx::Ctx;
 use super::forward::too_large;
-use crate::body::BodyStats;
+use crate::body::{BodyStats, ClientBody};
 use crate::error::{ErrorCode, Failure, Rejection};
 use crate::policy::Route;
 
@@ -23,11 +22,11 @@ const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 const PARSE_FACTOR: u64 = 5;
 
 /// Reads the body whole. The returned permit holds its bytes in the memory budget.
-pub(super) async fn read_body(
+pub(super) async fn read_body<B: ClientBody>(
     ctx: &mut Ctx,
     route: &Route,
     headers: &HeaderMap,
-    incoming: Incoming,
+    incoming: B,
     idle: std::time::Duration,
 ) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Failure> {
     let compressed = match super::decide::content_coding(headers) {

@@ -13,7 +13,6 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderName, Response};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::ctx::Ctx;
 use crate::body::{BoxBody, IdleTimeout, full};
@@ -216,7 +215,7 @@ pub(super) async fn redact(
     policy: &Policy,
     route: &Route,
     mut parts: http::response::Parts,
-    incoming: Incoming,
+    incoming: crate::body::AppBody,
 ) -> Result<Response<BoxBody>, Failure> {
     let redaction = &policy.redaction;
     let limit = redaction.buffer_limit;

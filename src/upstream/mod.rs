@@ -1,30 +1,55 @@
-//! The pooled HTTP/1.1 client to the application, and the one place where an upstream
-//! error is classified into an `UpstreamFailure`.
+//! The way to the application: a [`Transport`] (the pooled HTTP/1.1 client in a running
+//! proxy, an in-memory app in the pipeline's tests) behind an [`Upstream`], which builds
+//! the absolute request, bounds the wait for the answer and is the one place where an
+//! upstream error is classified into an `UpstreamFailure`.
 
 pub mod circuit;
 
 use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response, Uri, Version};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::body::BoxBody;
+use crate::body::{AppBody, AppBodyError, BoxBody, BoxError};
 use crate::error::UpstreamFailure;
 use crate::policy::UpstreamSettings;
 
-/// A connection pool to one upstream.
-pub struct Upstream {
-    client: Client<HttpConnector, BoxBody>,
-    authority: http::uri::Authority,
+/// What a [`Transport`] call resolves to.
+pub type TransportFuture =
+    Pin<Box<dyn Future<Output = Result<Response<AppBody>, BoxError>> + Send + 'static>>;
+
+/// Carries one request to the app and resolves to its response head. An error keeps
+/// its cause chain: [`Upstream::send`] reads it to tell a timeout from a refusal.
+pub trait Transport: Send + Sync + 'static {
+    /// Sends `req`, whose URI is absolute (`http://app/path`) and whose version is
+    /// HTTP/1.1.
+    fn call(&self, req: Request<BoxBody>) -> TransportFuture;
 }
 
-impl Upstream {
+/// Builds the transport for a set of upstream settings: once per worker at start, and
+/// again when a reload changes the pool settings.
+pub type MakeTransport = Arc<dyn Fn(&UpstreamSettings) -> Arc<dyn Transport> + Send + Sync>;
+
+/// The pooled hyper client: what a running proxy uses.
+pub fn pooled() -> MakeTransport {
+    Arc::new(|settings| Arc::new(Pooled::new(settings)))
+}
+
+/// A connection pool to one upstream.
+struct Pooled {
+    client: Client<HttpConnector, BoxBody>,
+}
+
+impl Pooled {
     /// A pool for `settings`; no connection is opened until the first request.
-    pub fn new(settings: &UpstreamSettings) -> Self {
+    fn new(settings: &UpstreamSettings) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(settings.connect_timeout));
         connector.set_nodelay(true);
@@ -39,8 +64,31 @@ impl Upstream {
             // the body has not been read yet, so this is safe for every method.
             .retry_canceled_requests(true)
             .build(connector);
+        Pooled { client }
+    }
+}
+
+impl Transport for Pooled {
+    fn call(&self, req: Request<BoxBody>) -> TransportFuture {
+        let answer = self.client.request(req);
+        Box::pin(async move {
+            let resp = answer.await?;
+            Ok(resp.map(|body| body.map_err(|e| AppBodyError(e.into())).boxed_unsync()))
+        })
+    }
+}
+
+/// The app, as one worker reaches it.
+pub struct Upstream {
+    transport: Arc<dyn Transport>,
+    authority: http::uri::Authority,
+}
+
+impl Upstream {
+    /// The upstream of `settings`, reached through `make`'s transport.
+    pub fn new(settings: &UpstreamSettings, make: &MakeTransport) -> Self {
         Upstream {
-            client,
+            transport: make(settings),
             authority: settings.authority.clone(),
         }
     }
@@ -51,7 +99,7 @@ impl Upstream {
         &self,
         mut req: Request<BoxBody>,
         timeout: Duration,
-    ) -> Result<Response<Incoming>, UpstreamFailure> {
+    ) -> Result<Response<AppBody>, UpstreamFailure> {
         let mut parts = std::mem::take(req.uri_mut()).into_parts();
         parts.scheme = Some(http::uri::Scheme::HTTP);
         parts.authority = Some(self.authority.clone());
@@ -61,10 +109,10 @@ impl Upstream {
         *req.uri_mut() = Uri::from_parts(parts).map_err(|_| UpstreamFailure::InvalidResponse)?;
         // The app speaks HTTP/1.1 whatever the client spoke to sitegate.
         *req.version_mut() = Version::HTTP_11;
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
+        match tokio::time::timeout(timeout, self.transport.call(req)).await {
             Err(_) => Err(UpstreamFailure::Timeout),
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(classify(&e)),
+            Ok(Err(e)) => Err(classify(&*e)),
         }
     }
 }

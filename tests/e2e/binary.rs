@@ -547,54 +547,6 @@ async fn the_log_file_rotates_keeping_max_files_and_holds_no_secret() {
     assert!(lines > 5);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_past_slow_after_writes_one_perf_warning() {
-    let (_app, _dir, p) = in_front_of_the_stand_in(
-        "",
-        "[[route]]\nname = \"slow\"\npath = \"/api/slow\"\nslow_after = \"100ms\"\n",
-    )
-    .await;
-    let fast = send(
-        "GET",
-        &format!("http://{}/api/slow?ms=1", p.addr),
-        &[("x-request-id", "fast-1")],
-        "",
-    )
-    .await;
-    assert_eq!(fast.status, 200);
-    let slow = send(
-        "GET",
-        &format!("http://{}/api/slow?ms=300", p.addr),
-        &[("x-request-id", "slow-1")],
-        "",
-    )
-    .await;
-    assert_eq!(slow.status, 200);
-    let lines = p.lines.clone();
-    assert_eventually("the perf line is written", Duration::from_secs(10), || {
-        let n = lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains("\"perf\""))
-            .count();
-        async move { n > 0 }
-    })
-    .await;
-    let perf: Vec<String> = lines
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|l| l.contains("\"perf\""))
-        .cloned()
-        .collect();
-    assert_eq!(perf.len(), 1, "{perf:?}");
-    let v: serde_json::Value = serde_json::from_str(&perf[0]).unwrap();
-    assert_eq!(v["request_id"], "slow-1");
-    assert_eq!(v["level"], "WARN");
-    assert!(v["duration_ms"].as_f64().unwrap() >= 300.0);
-}
-
 #[test]
 fn try_shows_the_decision_and_the_forwarded_body() {
     let run = |body: &str| {

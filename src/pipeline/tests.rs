@@ -1,0 +1,415 @@
+//! The whole pipeline (routing, guards, forward, retries, breaker, fallback, redaction,
+//! logging) against an in-memory app, on tokio's paused clock: what takes seconds of
+//! timeouts and breaker cool-downs on a real socket takes none here, and no test
+//! depends on how busy the machine is.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tokio::sync::mpsc;
+
+use super::{Peer, handle};
+use crate::body::{AppBody, AppBodyError};
+use crate::config::{Source, compile};
+use crate::state::{Setup, Shared};
+use crate::upstream::{Transport, TransportFuture, circuit::CircuitState};
+
+/// What the in-memory app does with its `n`th request (from 1).
+enum Step {
+    /// Nobody listens: the connection is refused.
+    Refuse,
+    /// Answers `status` with `body` as JSON, after `after`.
+    Reply {
+        after: Duration,
+        status: u16,
+        body: String,
+    },
+}
+
+fn ok(body: &str) -> Step {
+    Step::Reply {
+        after: Duration::ZERO,
+        status: 200,
+        body: body.to_string(),
+    }
+}
+
+type Script = Box<dyn Fn(u32, &http::request::Parts) -> Step + Send + Sync>;
+
+/// The app, in memory: a script from request number and head to answer.
+struct App {
+    calls: AtomicU32,
+    script: Script,
+}
+
+impl App {
+    fn new(
+        script: impl Fn(u32, &http::request::Parts) -> Step + Send + Sync + 'static,
+    ) -> Arc<Self> {
+        Arc::new(App {
+            calls: AtomicU32::new(0),
+            script: Box::new(script),
+        })
+    }
+
+    fn calls(&self) -> u32 {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl Transport for App {
+    fn call(&self, req: Request<crate::body::BoxBody>) -> TransportFuture {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let (parts, _) = req.into_parts();
+        let step = (self.script)(n, &parts);
+        Box::pin(async move {
+            match step {
+                Step::Refuse => Err(io::Error::from(io::ErrorKind::ConnectionRefused).into()),
+                Step::Reply {
+                    after,
+                    status,
+                    body,
+                } => {
+                    tokio::time::sleep(after).await;
+                    let body: AppBody = Full::new(Bytes::from(body))
+                        .map_err(|never| -> AppBodyError { match never {} })
+                        .boxed_unsync();
+                    let mut resp = Response::new(body);
+                    *resp.status_mut() = StatusCode::from_u16(status)?;
+                    resp.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("application/json"),
+                    );
+                    Ok(resp)
+                }
+            }
+        })
+    }
+}
+
+/// A proxy state serving `main` (a whole policy in one file) in front of `app`.
+fn proxy(main: &str, app: &Arc<App>) -> Arc<Shared> {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n[upstream]\nurl = \"http://app.test:80\"\nconnect_timeout = \"1s\"\ntimeout = \"5s\"\n{main}\n"
+    );
+    let policy = match compile(&[Source::policy("/virtual/sitegate.toml", text)]) {
+        Ok(p) => p,
+        Err(d) => panic!("the test policy does not compile: {d:?}"),
+    };
+    let app = app.clone();
+    Arc::new(Shared::new(
+        policy,
+        Setup {
+            workers: 1,
+            transport: Arc::new(move |_| app.clone() as Arc<dyn Transport>),
+            reload: mpsc::channel(1).0,
+            main_path: "/virtual/sitegate.toml".into(),
+            overrides: Default::default(),
+            set_log_level: None,
+        },
+    ))
+}
+
+/// What the client got.
+struct Got {
+    status: u16,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Got {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+async fn send(shared: &Arc<Shared>, method: &str, path: &str, headers: &[(&str, &str)]) -> Got {
+    let mut req = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::new())).unwrap();
+    let peer = Peer::new("127.0.0.1:40000".parse().unwrap());
+    let resp = handle(shared.clone(), 0, req, peer).await;
+    let (parts, body) = resp.into_parts();
+    // Collecting the body ends the request: its access line and metrics are written.
+    let bytes = body.collect().await.unwrap().to_bytes();
+    Got {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+async fn get(shared: &Arc<Shared>, path: &str) -> Got {
+    send(shared, "GET", path, &[]).await
+}
+
+async fn admin(shared: &Arc<Shared>, path: &str) -> Got {
+    let req = Request::builder().uri(path).body(()).unwrap();
+    let resp = crate::admin::handle(shared, req, true).await;
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    Got {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(start_paused = true)]
+async fn connect_failures_open_the_breaker_and_one_probe_closes_it() {
+    let up = Arc::new(AtomicBool::new(false));
+    let app = {
+        let up = up.clone();
+        App::new(move |_, _| {
+            if up.load(Ordering::SeqCst) {
+                ok(r#"{"status":"healthy"}"#)
+            } else {
+                Step::Refuse
+            }
+        })
+    };
+    let shared = proxy(
+        "[upstream.circuit]\nconsecutive_failures = 3\nopen_for = \"400ms\"\n\n\
+         [[route]]\nname = \"h\"\npath = \"/health\"\nfallback = { body = '{\"status\":\"cached\"}', on = [\"connect\", \"circuit-open\"] }\n\n\
+         [[route]]\nname = \"plain\"\npath = \"/plain\"\n",
+        &app,
+    );
+    for _ in 0..3 {
+        let r = get(&shared, "/health").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-sitegate-fallback"), Some("connect"));
+        assert_eq!(r.json()["status"], "cached");
+    }
+    // Three failures in a row: the circuit is open; the app is not even tried.
+    let r = get(&shared, "/health").await;
+    assert_eq!(r.header("x-sitegate-fallback"), Some("circuit-open"));
+    let r = get(&shared, "/plain").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["error"]["code"], "UPSTREAM_UNAVAILABLE");
+    assert_eq!(app.calls(), 3);
+    let ready = admin(&shared, "/readyz").await;
+    assert_eq!(ready.status, 200, "an open circuit keeps sitegate ready");
+    assert_eq!(ready.json()["circuit"], "open");
+    let m = admin(&shared, "/metrics").await.body;
+    assert_eq!(metric(&m, "sitegate_circuit_state"), Some(1.0), "{m}");
+
+    // Still open just before open_for has passed.
+    tokio::time::advance(Duration::from_millis(390)).await;
+    assert_eq!(get(&shared, "/plain").await.status, 503);
+    // The app is back; after open_for one probe closes the circuit.
+    up.store(true, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_millis(20)).await;
+    let r = get(&shared, "/health").await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("x-sitegate-fallback").is_none(), "{:?}", r.headers);
+    assert_eq!(r.json()["status"], "healthy");
+    assert_eq!(shared.circuit.state(), CircuitState::Closed);
+    assert_eq!(admin(&shared, "/readyz").await.json()["circuit"], "closed");
+    assert_eq!(app.calls(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_probe_reopens_the_circuit_for_twice_as_long() {
+    let app = App::new(|_, _| Step::Refuse);
+    let shared = proxy(
+        "[upstream.circuit]\nconsecutive_failures = 2\nopen_for = \"200ms\"\nmax_open_for = \"1s\"\n\n[[route]]\nname = \"x\"\npath = \"/x\"\n",
+        &app,
+    );
+    for _ in 0..2 {
+        assert_eq!(get(&shared, "/x").await.status, 502);
+    }
+    assert_eq!(get(&shared, "/x").await.status, 503);
+    tokio::time::advance(Duration::from_millis(210)).await;
+    // The probe fails (still down): 502 for it, then open again, now for 400 ms.
+    assert_eq!(get(&shared, "/x").await.status, 502);
+    assert_eq!(get(&shared, "/x").await.status, 503);
+    tokio::time::advance(Duration::from_millis(390)).await;
+    assert_eq!(
+        get(&shared, "/x").await.status,
+        503,
+        "the second opening lasts twice as long"
+    );
+    tokio::time::advance(Duration::from_millis(20)).await;
+    assert_eq!(
+        get(&shared, "/x").await.status,
+        502,
+        "the next probe is let through"
+    );
+    assert_eq!(app.calls(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_app_gets_the_timeout_fallback_and_the_request_id() {
+    let app = App::new(|_, parts| {
+        let slow = parts.uri.path() == "/api/slow";
+        Step::Reply {
+            after: Duration::from_secs(if slow { 2 } else { 0 }),
+            status: 200,
+            body: r#"{"status":"late"}"#.into(),
+        }
+    });
+    let shared = proxy(
+        "[[route]]\nname = \"slow\"\npath = \"/api/slow\"\ntimeout = \"300ms\"\nfallback = { body = '{\"status\":\"degraded\",\"request_id\":\"{request_id}\"}', on = [\"timeout\"] }\n\n\
+         [[route]]\nname = \"bare\"\npath = \"/api/bare\"\ntimeout = \"300ms\"\n",
+        &app,
+    );
+    let started = tokio::time::Instant::now();
+    let r = send(&shared, "GET", "/api/slow", &[("x-request-id", "fb-1")]).await;
+    // The route's timeout, not the app's two seconds.
+    assert_eq!(started.elapsed(), Duration::from_millis(300));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-sitegate-fallback"), Some("timeout"));
+    assert_eq!(r.header("x-request-id"), Some("fb-1"));
+    assert_eq!(r.json()["status"], "degraded");
+    assert_eq!(r.json()["request_id"], "fb-1");
+    let m = admin(&shared, "/metrics").await.body;
+    let series = "sitegate_fallbacks_total{route=\"slow\",reason=\"timeout\"}";
+    assert_eq!(metric(&m, series), Some(1.0), "{m}");
+}
+
+/// Every log line written in this test process, as JSON text. One process-wide
+/// subscriber rather than one per test: a callsite first reached on a thread without a
+/// subscriber can keep that verdict, so a per-test subscriber misses lines. Tests tell
+/// their lines apart by request id.
+#[derive(Clone, Copy)]
+struct Lines;
+
+static LINES: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+impl io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        LINES.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Lines {
+    fn capture() -> Lines {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_max_level(tracing::Level::INFO)
+                .with_writer(|| Lines)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).unwrap();
+        });
+        Lines
+    }
+
+    /// The lines of the requests whose ids start with `prefix`.
+    fn of(&self, prefix: &str) -> Vec<serde_json::Value> {
+        let text = String::from_utf8(LINES.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|l| {
+                l["request_id"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with(prefix))
+            })
+            .collect()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_past_slow_after_writes_one_perf_warning_with_its_phases() {
+    let app = App::new(|_, parts| Step::Reply {
+        after: Duration::from_millis(if parts.uri.query() == Some("slow") {
+            300
+        } else {
+            1
+        }),
+        status: 200,
+        body: "{}".into(),
+    });
+    let shared = proxy(
+        "[[route]]\nname = \"slow\"\npath = \"/api/slow\"\nslow_after = \"100ms\"\n",
+        &app,
+    );
+    let lines = Lines::capture();
+    let fast = send(
+        &shared,
+        "GET",
+        "/api/slow?fast",
+        &[("x-request-id", "slowlog-fast")],
+    )
+    .await;
+    assert_eq!(fast.status, 200);
+    let slow = send(
+        &shared,
+        "GET",
+        "/api/slow?slow",
+        &[("x-request-id", "slowlog-slow")],
+    )
+    .await;
+    assert_eq!(slow.status, 200);
+    let perf: Vec<_> = lines
+        .of("slowlog-")
+        .into_iter()
+        .filter(|l| l["category"] == "perf")
+        .collect();
+    assert_eq!(perf.len(), 1, "{perf:?}");
+    assert_eq!(perf[0]["request_id"], "slowlog-slow");
+    assert_eq!(perf[0]["level"], "WARN");
+    assert_eq!(perf[0]["duration_ms"], 300.0);
+    assert_eq!(perf[0]["upstream_ms"], 300.0);
+    assert_eq!(perf[0]["slow_after_ms"], 100.0);
+    // Every request has its access line, the fast one too.
+    let access: Vec<_> = lines
+        .of("slowlog-")
+        .into_iter()
+        .filter(|l| l["category"] == "access")
+        .map(|l| l["request_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(access, ["slowlog-fast", "slowlog-slow"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_repeat_a_failed_get_and_the_breaker_counts_the_final_answer() {
+    let app = App::new(|n, _| {
+        if n < 3 {
+            Step::Reply {
+                after: Duration::ZERO,
+                status: 503,
+                body: r#"{"busy":true}"#.into(),
+            }
+        } else {
+            ok(&format!(r#"{{"call":{n}}}"#))
+        }
+    });
+    let shared = proxy(
+        "[[route]]\nname = \"flaky\"\npath = \"/api/flaky\"\nretry = { attempts = 2, on = [503] }\n",
+        &app,
+    );
+    let r = get(&shared, "/api/flaky").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["call"], 3);
+    let m = admin(&shared, "/metrics").await.body;
+    assert_eq!(
+        metric(&m, "sitegate_retries_total{route=\"flaky\"}"),
+        Some(2.0),
+        "{m}"
+    );
+    assert_eq!(shared.circuit.state(), CircuitState::Closed);
+}
