@@ -149,7 +149,7 @@ pub async fn start(mut policy: Policy, options: Options) -> Result<Running, Bind
         done.push(rx);
     }
     let admin = tokio::spawn(admin::serve(admin_listener, shared.clone()));
-    let monitor = tokio::spawn(crate::observe::resources::monitor(shared.clone()));
+    let monitor = tokio::spawn(monitor_resources(shared.clone()));
     let reloader = reload::start(shared.clone(), reload_tx, reload_rx, shutdown_rx);
     let policy = shared.policy.load();
     tracing::info!(
@@ -169,6 +169,36 @@ pub async fn start(mut policy: Policy, options: Options) -> Result<Running, Bind
         workers: done,
         others: vec![admin, reloader, monitor],
     })
+}
+
+/// Samples the machine's resources into `shared` until the task is aborted.
+async fn monitor_resources(shared: Arc<Shared>) {
+    let Some(mut monitor) = crate::observe::resources::Monitor::new() else {
+        tracing::warn!(
+            category = Category::SystemError.as_str(),
+            "cannot read system resources; load shedding by memory and CPU is off"
+        );
+        return;
+    };
+    loop {
+        let reading = monitor.read();
+        shared.resources.store(reading.sample);
+        let m = &shared.metrics;
+        m.system_memory_percent
+            .set(reading.sample.memory_percent as f64);
+        m.system_cpu_percent.set(reading.sample.cpu_percent as f64);
+        if let Some((rss, cpu)) = reading.process {
+            m.process_rss_bytes
+                .set(i64::try_from(rss).unwrap_or(i64::MAX));
+            m.process_cpu_percent.set(cpu as f64);
+        }
+        // Forget clients that have been quiet long enough to have a full bucket.
+        if let Some(rl) = shared.rate_limiter.load().as_ref() {
+            rl.limiter.retain_recent();
+        }
+        let every = shared.policy.load().shed.sample_every;
+        tokio::time::sleep(every.max(Duration::from_millis(100))).await;
+    }
 }
 
 /// A non-blocking listening socket, with `SO_REUSEADDR` so a restart does not wait for

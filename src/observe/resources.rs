@@ -1,15 +1,12 @@
-//! The resource monitor: samples system and process memory and CPU every
-//! `sample_every` with `sysinfo`, so the request path only reads the last sample (no
-//! system call per request).
+//! The resource monitor: reads system and process memory and CPU with `sysinfo`; the
+//! server samples every `sample_every` into [`Readings`], so the request path only reads
+//! the last sample (no system call per request).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use sysinfo::{CGroupLimits, MemoryRefreshKind, ProcessRefreshKind, ProcessesToUpdate, System};
 
 use crate::guard::shed::Sample;
-use crate::state::Shared;
 
 /// The last sample, readable from any thread without a lock.
 #[derive(Debug, Default)]
@@ -27,7 +24,8 @@ impl Readings {
         }
     }
 
-    fn store(&self, s: Sample) {
+    /// Makes `s` the last sample.
+    pub fn store(&self, s: Sample) {
         self.memory_hundredths
             .store((s.memory_percent * 100.0) as u32, Ordering::Relaxed);
         self.cpu_hundredths
@@ -52,20 +50,37 @@ fn memory_percent(host_total: u64, host_available: u64, cgroup: Option<CGroupLim
     }
 }
 
-/// Samples until the task is aborted.
-pub async fn monitor(shared: Arc<Shared>) {
-    let Ok(mut system) = System::new() else {
-        tracing::warn!(
-            category = super::Category::SystemError.as_str(),
-            "cannot read system resources; load shedding by memory and CPU is off"
-        );
-        return;
-    };
-    let pid = sysinfo::get_current_pid().ok();
-    loop {
+/// What one look at the machine and the process found.
+#[derive(Debug, Clone, Copy)]
+pub struct Reading {
+    /// What load shedding reads.
+    pub sample: Sample,
+    /// This process's resident memory in bytes and its CPU use in percent, when the
+    /// system shows them.
+    pub process: Option<(u64, f32)>,
+}
+
+/// Reads system and process memory and CPU.
+pub struct Monitor {
+    system: System,
+    pid: Option<sysinfo::Pid>,
+}
+
+impl Monitor {
+    /// A monitor, or `None` when this system's resources cannot be read.
+    pub fn new() -> Option<Self> {
+        Some(Monitor {
+            system: System::new().ok()?,
+            pid: sysinfo::get_current_pid().ok(),
+        })
+    }
+
+    /// Reads now (CPU use is measured since the previous call).
+    pub fn read(&mut self) -> Reading {
+        let system = &mut self.system;
         system.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
         system.refresh_cpu_usage();
-        if let Some(pid) = pid {
+        if let Some(pid) = self.pid {
             system.refresh_processes_specifics(
                 ProcessesToUpdate::Some(&[pid]),
                 true,
@@ -80,20 +95,11 @@ pub async fn monitor(shared: Arc<Shared>) {
             ),
             cpu_percent: system.global_cpu_usage(),
         };
-        shared.resources.store(sample);
-        let m = &shared.metrics;
-        m.system_memory_percent.set(sample.memory_percent as f64);
-        m.system_cpu_percent.set(sample.cpu_percent as f64);
-        if let Some(p) = pid.and_then(|pid| system.process(pid)) {
-            m.process_rss_bytes.set(p.memory() as i64);
-            m.process_cpu_percent.set(p.cpu_usage() as f64);
-        }
-        // Forget clients that have been quiet long enough to have a full bucket.
-        if let Some(rl) = shared.rate_limiter.load().as_ref() {
-            rl.limiter.retain_recent();
-        }
-        let every = shared.policy.load().shed.sample_every;
-        tokio::time::sleep(every.max(Duration::from_millis(100))).await;
+        let process = self
+            .pid
+            .and_then(|pid| system.process(pid))
+            .map(|p| (p.memory(), p.cpu_usage()));
+        Reading { sample, process }
     }
 }
 
