@@ -69,7 +69,7 @@ impl AuthFailures {
 
     /// Counts a failed credential from `ip`; past the limit, `ip` is refused for the
     /// time returned.
-    pub fn failed(&self, ip: std::net::IpAddr) -> Option<std::time::Duration> {
+    pub fn count_failure(&self, ip: std::net::IpAddr) -> Option<std::time::Duration> {
         use governor::clock::Clock;
         use std::sync::atomic::Ordering::Relaxed;
         let not_until = self.limiter.check_key(&ip).err()?;
@@ -85,6 +85,16 @@ impl AuthFailures {
             self.any.store(map.len(), Relaxed);
         }
         Some(wait)
+    }
+}
+
+impl crate::guard::access::FailedAuth for AuthFailures {
+    fn blocked(&self, client: std::net::IpAddr) -> Option<std::time::Duration> {
+        AuthFailures::blocked(self, client)
+    }
+
+    fn failed(&self, client: std::net::IpAddr) {
+        self.count_failure(client);
     }
 }
 

@@ -1,5 +1,6 @@
-//! access: API keys and the Origin allow-list (with CORS preflights answered by the
-//! proxy). Pure: headers in, an identity or a rejection out.
+//! access: API keys, JWTs and the Origin allow-list (with CORS preflights answered by
+//! the proxy). Pure: headers in, an identity or a rejection out; the count of failed
+//! credentials per client is the caller's, behind [`FailedAuth`].
 
 use std::sync::Arc;
 
@@ -104,6 +105,56 @@ fn has_crit(token: &str) -> bool {
         Ok(h) => h.contains_key("crit"),
         Err(_) => true,
     }
+}
+
+/// Failed credentials per client, as the access phase needs them: a client that kept
+/// failing is refused before its credentials are tried.
+pub trait FailedAuth {
+    /// How long `client` is still refused, if it is.
+    fn blocked(&self, client: std::net::IpAddr) -> Option<std::time::Duration>;
+    /// Counts a failed credential from `client`.
+    fn failed(&self, client: std::net::IpAddr);
+}
+
+/// What the access phase let through.
+#[derive(Debug, Default)]
+pub struct Admitted {
+    /// The caller's key or token id, when the route asks for credentials.
+    pub caller: Option<Arc<str>>,
+    /// The allowed Origin, to echo in `Access-Control-Allow-Origin`.
+    pub cors_origin: Option<HeaderValue>,
+}
+
+/// access: the Origin, then the credentials `auth` asks for, from `client`.
+pub fn admit(
+    policy: &AccessPolicy,
+    auth: Auth,
+    headers: &HeaderMap,
+    client: std::net::IpAddr,
+    failures: &impl FailedAuth,
+) -> Result<Admitted, Rejection> {
+    let mut admitted = Admitted::default();
+    if let OriginDecision::Allowed(origin) = check_origin(policy, headers)? {
+        admitted.cors_origin = Some(origin);
+    }
+    if auth == Auth::None {
+        return Ok(admitted);
+    }
+    if let Some(wait) = failures.blocked(client) {
+        return Err(Rejection::new(
+            ErrorCode::RateLimited,
+            "too many failed credentials from this client; retry later",
+        )
+        .with_retry_after(wait.as_secs().max(1)));
+    }
+    match check_caller(policy, auth, headers) {
+        Ok(caller) => admitted.caller = caller,
+        Err(rejection) => {
+            failures.failed(client);
+            return Err(rejection);
+        }
+    }
+    Ok(admitted)
 }
 
 /// Checks what `auth` asks of the caller; returns its id (`None` for `Auth::None`).
@@ -313,6 +364,68 @@ mod tests {
             .iter()
             .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
             .collect()
+    }
+
+    /// Failed credentials counted per client; `blocked` once a client has `limit`.
+    struct Counted {
+        limit: usize,
+        failures: std::cell::RefCell<Vec<std::net::IpAddr>>,
+    }
+
+    impl FailedAuth for Counted {
+        fn blocked(&self, client: std::net::IpAddr) -> Option<std::time::Duration> {
+            let n = self
+                .failures
+                .borrow()
+                .iter()
+                .filter(|c| **c == client)
+                .count();
+            (n >= self.limit).then_some(std::time::Duration::from_secs(30))
+        }
+
+        fn failed(&self, client: std::net::IpAddr) {
+            self.failures.borrow_mut().push(client);
+        }
+    }
+
+    #[test]
+    fn admit_checks_origin_then_credentials_and_stops_a_client_that_keeps_failing() {
+        let p = policy();
+        let counted = Counted {
+            limit: 2,
+            failures: Default::default(),
+        };
+        let (a, b): (std::net::IpAddr, std::net::IpAddr) =
+            ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let good = headers(&[
+            ("x-api-key", "demo-key-0000000000000001"),
+            ("origin", "https://suite.example.com"),
+        ]);
+        let ok = admit(&p, Auth::ApiKey, &good, a, &counted).unwrap();
+        assert_eq!(ok.caller.as_deref(), Some("ops-ci"));
+        assert_eq!(ok.cors_origin.unwrap(), "https://suite.example.com");
+        // An Origin not on the list is refused before any key is looked at.
+        let foreign = headers(&[
+            ("x-api-key", "demo-key-0000000000000009"),
+            ("origin", "https://evil.example"),
+        ]);
+        let r = admit(&p, Auth::ApiKey, &foreign, a, &counted).unwrap_err();
+        assert_eq!(r.code, ErrorCode::OriginNotAllowed);
+        assert!(counted.failures.borrow().is_empty());
+        // Two wrong keys from `a`: then even its right key is not tried.
+        let wrong = headers(&[("x-api-key", "demo-key-0000000000000009")]);
+        for _ in 0..2 {
+            let r = admit(&p, Auth::ApiKey, &wrong, a, &counted).unwrap_err();
+            assert_eq!(r.code, ErrorCode::Unauthorized);
+        }
+        let r = admit(&p, Auth::ApiKey, &good, a, &counted).unwrap_err();
+        assert_eq!(r.code, ErrorCode::RateLimited);
+        assert_eq!(r.retry_after, Some(30));
+        // Another client, and a route that asks for nothing, are not affected.
+        assert!(admit(&p, Auth::ApiKey, &good, b, &counted).is_ok());
+        let open = admit(&p, Auth::None, &headers(&[]), a, &counted).unwrap();
+        assert!(open.caller.is_none());
+        assert_eq!(counted.failures.borrow().len(), 2);
     }
 
     #[test]

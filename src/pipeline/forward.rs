@@ -14,8 +14,9 @@ use tokio::time::Instant;
 use tower::retry::budget::Budget;
 
 use super::ctx::Ctx;
+use super::read::{client_fault, request_timeout};
 use crate::body::{AppBody, BodyStats, BoxBody, ClientBody, from_client, full};
-use crate::error::{ErrorCode, Failure, Rejection, UpstreamFailure};
+use crate::error::{Failure, UpstreamFailure};
 use crate::observe::Category;
 use crate::observe::metrics::{NameLabel, RouteLabel};
 use crate::policy::{Policy, RetryPolicy, Route};
@@ -91,32 +92,10 @@ async fn replayable<B: ClientBody>(
     );
     match limited.collect().await {
         Ok(body) => Ok(Ok(body.to_bytes())),
-        Err(_) => Err(super::read::client_fault(stats, route)),
+        Err(_) => Err(client_fault(stats, route)),
     }
 }
 
-/// The client's body could not be read to its end (a malformed chunk, or the client
-/// went away); the app's request, if it was under way, was aborted.
-pub(super) fn broken_body() -> Failure {
-    Rejection::new(
-        ErrorCode::InvalidRequest,
-        "the request body could not be read to the end (malformed chunked encoding, or the client stopped sending)",
-    )
-    .into()
-}
-
-pub(super) fn too_large(route: &Route) -> Failure {
-    Rejection::new(
-        ErrorCode::PayloadTooLarge,
-        format!(
-            "request body is larger than this route's limit of {} bytes",
-            route.max_body
-        ),
-    )
-    .into()
-}
-
-/// Sends the request to the app, with the breaker, classification and retries.
 /// The request body on its way to the app.
 pub(super) enum RequestBody<B> {
     /// Not read yet: it streams (and may still be kept for retries).
@@ -125,6 +104,7 @@ pub(super) enum RequestBody<B> {
     Buffered(Bytes, Option<tokio::sync::OwnedSemaphorePermit>),
 }
 
+/// Sends the request to the app, with the breaker, classification and retries.
 pub(super) async fn forward<B: ClientBody>(
     ctx: &mut Ctx,
     policy: &Policy,
@@ -210,11 +190,11 @@ pub(super) async fn forward<B: ClientBody>(
             // tell the breaker, and the client's own error code.
             Err(_) if stats.over_limit() || stats.client_failed() => {
                 drop(permit);
-                return Err(super::read::client_fault(&stats, route));
+                return Err(client_fault(&stats, route));
             }
             Err(UpstreamFailure::Timeout) if stats.waiting_on_client() => {
                 drop(permit);
-                return Err(super::read::request_timeout());
+                return Err(request_timeout());
             }
             Err(failure) => Forwarded::Failed(failure, None),
             Ok(resp) => {

@@ -1,10 +1,16 @@
-//! One request's way through sitegate (DESIGN §3), as named phases in order:
+//! One request's way through sitegate (DESIGN §3), as named phases in order; each is a
+//! function below (or in the module it names), and `proxy` calls them top to bottom:
 //!
 //! ```text
-//! admit (inflight) ─ route ─ limits (head) ─ forward (streamed, bounded, timed)
-//!    ├─ ok: response, hop-by-hop stripped, request id added, body idle-timed ─┐
-//!    └─ failure: the one error renderer ──────────────────────────────────────┤
-//!                                  log (access line + metrics, when the body ends) ─┘
+//! framing ─ admit (inflight) ─ preflight (CORS, answered here) ─ route (canonicalize)
+//!   ─ access (Origin, credentials: guard/access.rs) ─ rate_limit ─ shed ─ limits (head)
+//!   ─ read_and_validate (read.rs: bounded, budgeted, decoded; validate + sanitize, batch)
+//!   ─ model_lock (model_lock.rs) ─ forward_or_fall_back (forward.rs: breaker, timeout,
+//!     classification, retries; then the route's fallback)
+//!      ├─ app answered: respond (hop-by-hop stripped, request id; redact.rs) ─┐
+//!      ├─ fallback: the route's body ──────────────────────────────────────────┤
+//!      └─ refused or failed: the one error renderer (Ctx::fail) ──────────────┤
+//!                              log (access line + metrics, when the body ends) ─┘
 //! ```
 //!
 //! Each request takes one policy snapshot and keeps it to the end, so a reload never
@@ -30,14 +36,14 @@ use ctx::Ctx;
 pub use ctx::Observed;
 use forward::{Forwarded, RequestBody};
 
-use crate::body::{BoxBody, ClientBody, IdleTimeout};
+use crate::body::{AppBody, BoxBody, ClientBody, IdleTimeout};
 use crate::error::{ErrorCode, Failure, Rejection};
 use crate::guard::limits::{check_framing, check_head};
 use crate::guard::{access, shed};
 use crate::headers::DROPPED;
 use crate::headers::{self, REQUEST_ID};
 use crate::observe::metrics::ShedLabels;
-use crate::policy::Policy;
+use crate::policy::{Policy, Route};
 use crate::state::Shared;
 
 /// Handles one client request end to end.
@@ -119,14 +125,6 @@ pub async fn handle<B: ClientBody>(
     resp.map(|inner| Observed::new(inner, ctx))
 }
 
-fn too_many_failures(wait: std::time::Duration) -> Rejection {
-    Rejection::new(
-        ErrorCode::RateLimited,
-        "too many failed credentials from this client; retry later",
-    )
-    .with_retry_after(wait.as_secs().max(1))
-}
-
 /// admit: the global cap on concurrent requests.
 fn admit(ctx: &Ctx, policy: &Policy) -> Result<(), Rejection> {
     if ctx.inflight_at_start > policy.limits.max_inflight {
@@ -139,6 +137,7 @@ fn admit(ctx: &Ctx, policy: &Policy) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// The phases of one admitted request, in order (DESIGN §3).
 async fn proxy<B: ClientBody>(
     ctx: &mut Ctx,
     policy: &Policy,
@@ -146,76 +145,119 @@ async fn proxy<B: ClientBody>(
     body: &mut Option<B>,
     peer: Peer,
 ) -> Result<Response<BoxBody>, Failure> {
-    // access: a CORS preflight is answered here when sitegate owns the Origin policy,
-    // and never forwarded.
-    if policy.access.allowed_origins.is_some()
-        && access::is_preflight(&parts.method, &parts.headers)
-        && let access::OriginDecision::Allowed(origin) =
-            access::check_origin(&policy.access, &parts.headers)?
-    {
-        let mut resp = Response::new(crate::body::full(""));
-        *resp.status_mut() = http::StatusCode::NO_CONTENT;
-        *resp.headers_mut() = access::preflight_headers(&policy.access, origin);
-        resp.headers_mut()
-            .insert(REQUEST_ID, ctx.request_id.clone());
-        return Ok(resp);
+    if let Some(answer) = preflight(ctx, policy, &parts)? {
+        return Ok(answer);
     }
-    // canonicalize: the one form every guard reads and the app receives.
+    let route = route(ctx, policy, &mut parts)?;
+    access(ctx, policy, route, &mut parts, &peer)?;
+    rate_limit(ctx, &peer)?;
+    shed(ctx, policy, route)?;
+    check_head(route, &parts.headers)?;
+    let incoming = body.take().ok_or(Failure::Internal)?;
+    prepare_request_headers(&mut parts, &ctx.request_id, &peer, route);
+    let body = read_and_validate(ctx, policy, route, &mut parts, incoming).await?;
+    model_lock(ctx, policy, route, &mut parts, &body)?;
+    let resp = match forward_or_fall_back(ctx, policy, route, parts, body).await? {
+        Answer::App(resp) => resp,
+        Answer::Fallback(resp) => return Ok(resp),
+    };
+    respond(ctx, policy, route, resp).await
+}
+
+/// preflight: a CORS preflight is answered here when sitegate owns the Origin policy,
+/// and never forwarded.
+fn preflight(
+    ctx: &Ctx,
+    policy: &Policy,
+    parts: &http::request::Parts,
+) -> Result<Option<Response<BoxBody>>, Failure> {
+    if policy.access.allowed_origins.is_none()
+        || !access::is_preflight(&parts.method, &parts.headers)
+    {
+        return Ok(None);
+    }
+    let access::OriginDecision::Allowed(origin) =
+        access::check_origin(&policy.access, &parts.headers)?
+    else {
+        return Ok(None);
+    };
+    let mut resp = Response::new(crate::body::full(""));
+    *resp.status_mut() = http::StatusCode::NO_CONTENT;
+    *resp.headers_mut() = access::preflight_headers(&policy.access, origin);
+    resp.headers_mut()
+        .insert(REQUEST_ID, ctx.request_id.clone());
+    Ok(Some(resp))
+}
+
+/// canonicalize, then route: the one form every guard reads and the app receives, and
+/// the route it matches.
+fn route<'p>(
+    ctx: &mut Ctx,
+    policy: &'p Policy,
+    parts: &mut http::request::Parts,
+) -> Result<&'p Route, Failure> {
     let sent = parts.uri.clone();
-    ctx.decoded_path = decide::canonicalize(&mut parts)?;
+    ctx.decoded_path = decide::canonicalize(parts)?;
     if parts.uri != sent {
         ctx.uri = parts.uri.clone();
     }
-    // route
     let path = ctx.decoded_path.as_deref().unwrap_or(parts.uri.path());
     let route = decide::route(policy, &parts.method, path)?;
     ctx.route = route.name.clone();
     ctx.slow_after = route.slow_after;
-    // access
-    if let access::OriginDecision::Allowed(origin) =
-        access::check_origin(&policy.access, &parts.headers)?
-    {
-        ctx.cors_origin = Some(origin);
-    }
-    let acc = &policy.access;
-    let caller = if route.auth == access::Auth::None {
-        None
-    } else {
-        // A client that kept failing is refused before its credentials are tried.
-        let failures = ctx.shared.auth_failures.load();
-        if let Some(wait) = failures.blocked(peer.addr.ip()) {
-            return Err(too_many_failures(wait).into());
-        }
-        match access::check_caller(acc, route.auth, &parts.headers) {
-            Ok(id) => id,
-            Err(rejection) => {
-                failures.failed(peer.addr.ip());
-                return Err(rejection.into());
-            }
-        }
-    };
-    if caller.is_some() {
-        ctx.caller = caller;
+    Ok(route)
+}
+
+/// access: Origin and credentials (`guard/access.rs`).
+fn access(
+    ctx: &mut Ctx,
+    policy: &Policy,
+    route: &Route,
+    parts: &mut http::request::Parts,
+    peer: &Peer,
+) -> Result<(), Failure> {
+    let failures = ctx.shared.auth_failures.load();
+    let admitted = access::admit(
+        &policy.access,
+        route.auth,
+        &parts.headers,
+        peer.addr.ip(),
+        &**failures,
+    )?;
+    ctx.cors_origin = admitted.cors_origin;
+    if admitted.caller.is_some() {
+        ctx.caller = admitted.caller;
         // The app has no use for sitegate's API keys.
-        parts.headers.remove(&acc.api_key_header);
+        parts.headers.remove(&policy.access.api_key_header);
     }
-    if let Some(rl) = ctx.shared.rate_limiter.load().as_ref() {
-        let key = match &ctx.caller {
-            Some(id) => format!("key:{id}"),
-            None => format!("ip:{}", peer.addr.ip()),
-        };
-        if let Err(not_until) = rl.limiter.check_key(&key) {
-            use governor::clock::Clock;
-            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-            return Err(Rejection::new(
-                ErrorCode::RateLimited,
-                "too many requests from this client; retry shortly",
-            )
-            .with_retry_after(wait.as_secs().max(1))
-            .into());
-        }
+    Ok(())
+}
+
+/// rate_limit: per caller (its key or token id) or, without one, per client address.
+fn rate_limit(ctx: &Ctx, peer: &Peer) -> Result<(), Failure> {
+    let limiter = ctx.shared.rate_limiter.load();
+    let Some(rl) = limiter.as_ref() else {
+        return Ok(());
+    };
+    let key = match &ctx.caller {
+        Some(id) => format!("key:{id}"),
+        None => format!("ip:{}", peer.addr.ip()),
+    };
+    if let Err(not_until) = rl.limiter.check_key(&key) {
+        use governor::clock::Clock;
+        let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+        return Err(Rejection::new(
+            ErrorCode::RateLimited,
+            "too many requests from this client; retry shortly",
+        )
+        .with_retry_after(wait.as_secs().max(1))
+        .into());
     }
-    // shed
+    Ok(())
+}
+
+/// shed: refused while memory or CPU is past the policy's thresholds.
+fn shed(ctx: &Ctx, policy: &Policy, route: &Route) -> Result<(), Failure> {
     let sample = ctx.shared.resources.sample();
     if let Err((reason, rejection)) = shed::check(route.shed, sample, &policy.shed) {
         ctx.shared
@@ -227,73 +269,103 @@ async fn proxy<B: ClientBody>(
             .inc();
         return Err(rejection.into());
     }
-    // limits
-    check_head(route, &parts.headers)?;
+    Ok(())
+}
 
-    // forward
-    let Some(incoming) = body.take() else {
-        return Err(Failure::Internal);
-    };
-    prepare_request_headers(&mut parts, &ctx.request_id, &peer);
-    if route.redact {
-        // A compressed answer would have to be decoded to be inspected.
-        parts
-            .headers
-            .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
-    }
-    // read_body, validate
+/// read_body, then validate: the whole body, for routes whose guards need it; other
+/// bodies stream.
+async fn read_and_validate<B: ClientBody>(
+    ctx: &mut Ctx,
+    policy: &Policy,
+    route: &Route,
+    parts: &mut http::request::Parts,
+    incoming: B,
+) -> Result<RequestBody<B>, Failure> {
     let needs_body = route.body.is_some() || route.model.as_ref().is_some_and(|m| m.reads_body());
-    let body = if needs_body && wants_body(&parts) {
-        let started = tokio::time::Instant::now();
-        let idle = policy.server.client_body_timeout;
-        let (mut bytes, permit) =
-            read::read_body(ctx, route, &parts.headers, incoming, idle).await?;
-        ctx.read_body_time = Some(started.elapsed());
-        let started = tokio::time::Instant::now();
-        if route.body.is_some() {
-            let accepted = decide::validate(route, bytes);
-            ctx.validate_time = Some(started.elapsed());
-            let (checked, _, dropped) = accepted?;
-            bytes = checked;
-            if dropped > 0 {
-                parts.headers.insert(DROPPED, HeaderValue::from(dropped));
-                ctx.dropped = dropped;
-            }
-        }
-        // The app gets the body as checked: decoded, with its own length.
-        parts.headers.remove(CONTENT_ENCODING);
-        parts
-            .headers
-            .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-        RequestBody::Buffered(bytes, permit)
-    } else {
-        RequestBody::Stream(incoming)
-    };
-    // model_lock
-    if let Some(model) = &route.model {
-        let json = match &body {
-            RequestBody::Buffered(bytes, _) => decide::model_json(route, Some(bytes)),
-            RequestBody::Stream(_) => None,
-        };
-        model_lock::check(ctx, policy, route, model, &mut parts, json.as_ref())?;
+    if !needs_body || !wants_body(parts) {
+        return Ok(RequestBody::Stream(incoming));
     }
-    let resp = match forward::forward(ctx, policy, route, parts, body).await? {
-        Forwarded::Response(resp) => resp,
-        // fallback
+    let started = tokio::time::Instant::now();
+    let idle = policy.server.client_body_timeout;
+    let (mut bytes, permit) = read::read_body(ctx, route, &parts.headers, incoming, idle).await?;
+    ctx.read_body_time = Some(started.elapsed());
+    let started = tokio::time::Instant::now();
+    if route.body.is_some() {
+        let accepted = decide::validate(route, bytes);
+        ctx.validate_time = Some(started.elapsed());
+        let (checked, _, dropped) = accepted?;
+        bytes = checked;
+        if dropped > 0 {
+            parts.headers.insert(DROPPED, HeaderValue::from(dropped));
+            ctx.dropped = dropped;
+        }
+    }
+    // The app gets the body as checked: decoded, with its own length.
+    parts.headers.remove(CONTENT_ENCODING);
+    parts
+        .headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    Ok(RequestBody::Buffered(bytes, permit))
+}
+
+/// model_lock: inference and retraining only as the model table allows
+/// (`model_lock.rs`), read from the checked body when the route reads one.
+fn model_lock<B>(
+    ctx: &mut Ctx,
+    policy: &Policy,
+    route: &Route,
+    parts: &mut http::request::Parts,
+    body: &RequestBody<B>,
+) -> Result<(), Failure> {
+    let Some(model) = &route.model else {
+        return Ok(());
+    };
+    let json = match body {
+        RequestBody::Buffered(bytes, _) => decide::model_json(route, Some(bytes)),
+        RequestBody::Stream(_) => None,
+    };
+    model_lock::check(ctx, policy, route, model, parts, json.as_ref())
+}
+
+/// What the client is answered with after the upstream call.
+enum Answer {
+    /// The app's response, to pass on (redacted if the route says so).
+    App(Response<AppBody>),
+    /// The route's fallback, final as it is.
+    Fallback(Response<BoxBody>),
+}
+
+/// forward, then fallback: the app's answer, or the route's fallback for the failure.
+async fn forward_or_fall_back<B: ClientBody>(
+    ctx: &mut Ctx,
+    policy: &Policy,
+    route: &Route,
+    parts: http::request::Parts,
+    body: RequestBody<B>,
+) -> Result<Answer, Failure> {
+    match forward::forward(ctx, policy, route, parts, body).await? {
+        Forwarded::Response(resp) => Ok(Answer::App(resp)),
         Forwarded::Failed(failure, resp) => {
             ctx.failure = Some(failure);
             if let Some(fallback) = route.fallback.as_ref().filter(|f| f.covers(failure)) {
-                return Ok(ctx.fall_back(fallback, failure));
+                return Ok(Answer::Fallback(ctx.fall_back(fallback, failure)));
             }
             match resp {
                 // An app's 5xx without a fallback passes on as the app wrote it.
-                Some(resp) => resp,
-                None => return Err(Failure::Upstream(failure)),
+                Some(resp) => Ok(Answer::App(resp)),
+                None => Err(Failure::Upstream(failure)),
             }
         }
-    };
+    }
+}
 
-    // response
+/// response, then redact: the app's answer made fit to pass on.
+async fn respond(
+    ctx: &mut Ctx,
+    policy: &Policy,
+    route: &Route,
+    resp: Response<AppBody>,
+) -> Result<Response<BoxBody>, Failure> {
     let (mut parts, incoming) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     parts.headers.insert(REQUEST_ID, ctx.request_id.clone());
@@ -302,9 +374,9 @@ async fn proxy<B: ClientBody>(
             .headers
             .insert(DROPPED, HeaderValue::from(ctx.dropped));
     }
-    // redact. Headers on every answer; a HEAD answer, a 204 and a 304 have no body to
-    // scan, and their Content-Length describes the body a GET would get: it passes on
-    // as the app sent it.
+    // Headers on every answer; a HEAD answer, a 204 and a 304 have no body to scan,
+    // and their Content-Length describes the body a GET would get: it passes on as the
+    // app sent it.
     if route.redact {
         redact::redact_headers(ctx, policy, &mut parts.headers);
     }
@@ -339,6 +411,7 @@ fn prepare_request_headers(
     parts: &mut http::request::Parts,
     request_id: &HeaderValue,
     peer: &Peer,
+    route: &Route,
 ) {
     let h = &mut parts.headers;
     headers::strip_hop_by_hop(h);
@@ -379,6 +452,11 @@ fn prepare_request_headers(
     }
     h.insert(headers::FORWARDED_PROTO, HeaderValue::from_static("http"));
     h.insert(REQUEST_ID, request_id.clone());
+    if route.redact {
+        // A compressed answer would have to be decoded to be inspected. Set last:
+        // nothing the client sent (a `Connection` list naming it) takes it off again.
+        h.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    }
 }
 
 /// The client end of a connection, computed once per connection.

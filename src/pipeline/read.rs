@@ -10,7 +10,6 @@ use http_body_util::BodyExt;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::ctx::Ctx;
-use super::forward::too_large;
 use crate::body::{BodyStats, ClientBody};
 use crate::error::{ErrorCode, Failure, Rejection};
 use crate::policy::Route;
@@ -117,8 +116,29 @@ pub(super) fn client_fault(stats: &BodyStats, route: &Route) -> Failure {
     } else if stats.client_stalled() {
         request_timeout()
     } else {
-        super::forward::broken_body()
+        broken_body()
     }
+}
+
+/// The client's body could not be read to its end (a malformed chunk, or the client
+/// went away); the app's request, if it was under way, was aborted.
+fn broken_body() -> Failure {
+    Rejection::new(
+        ErrorCode::InvalidRequest,
+        "the request body could not be read to the end (malformed chunked encoding, or the client stopped sending)",
+    )
+    .into()
+}
+
+fn too_large(route: &Route) -> Failure {
+    Rejection::new(
+        ErrorCode::PayloadTooLarge,
+        format!(
+            "request body is larger than this route's limit of {} bytes",
+            route.max_body
+        ),
+    )
+    .into()
 }
 
 /// The client stopped sending its body (or sent it too slowly): its fault, 408.
