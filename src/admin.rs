@@ -80,7 +80,7 @@ fn trusted(
 /// Answers one admin request. `/healthz`, `/readyz` and `/metrics` are open to probes
 /// and scrapers; `/config` and `POST /reload` need a loopback peer or the admin token.
 pub async fn handle<B>(shared: &Shared, req: Request<B>, loopback: bool) -> Response<Full<Bytes>> {
-    let policy = shared.policy.load();
+    let policy = shared.policy();
     if matches!(req.uri().path(), "/config" | "/reload")
         && !trusted(
             policy.server.admin_token.as_ref(),

@@ -17,8 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::config;
 use crate::observe::Category;
 use crate::observe::metrics::ReloadLabels;
-use crate::state::{ReloadOutcome, Shared, Trigger};
-use crate::upstream::Upstream;
+use crate::state::{ReloadOutcome, Runtime, Shared, Snapshot, Trigger};
 
 /// Events closer together than this are one change (an editor's save is several).
 const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -120,7 +119,7 @@ async fn run(
     mut hup: Hangup,
 ) {
     let mut watch = Watch::new(tx);
-    watch.update(&shared.policy.load().files);
+    watch.update(&shared.policy().files);
     let mut poll = tokio::time::interval(POLL_EVERY);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_failure: Option<Vec<String>> = None;
@@ -146,10 +145,10 @@ async fn run(
                 waiting.push(reply);
             }
         }
-        let read = read_settled(&shared.main_path, &shared.policy.load().version).await;
+        let read = read_settled(&shared.main_path, &shared.policy().version).await;
         let outcome = reload_once(&shared, &mut last_failure, explicit, read);
         if let ReloadOutcome::Applied { .. } = outcome {
-            watch.update(&shared.policy.load().files);
+            watch.update(&shared.policy().files);
         }
         for reply in waiting {
             let _ = reply.send(outcome.clone());
@@ -195,13 +194,14 @@ async fn read_settled(
 /// One reload: compare, admit (the same decision as `check` and `run`), swap. A
 /// failure already reported with the same errors is not logged or counted again unless
 /// someone asked for this reload.
-fn reload_once(
+pub(crate) fn reload_once(
     shared: &Shared,
     last_failure: &mut Option<Vec<String>>,
     explicit: bool,
     read: Result<Option<Vec<config::Source>>, Vec<String>>,
 ) -> ReloadOutcome {
-    let current = shared.policy.load_full();
+    let serving = shared.serving.load_full();
+    let current = &serving.policy;
     let lines = |d: config::Diagnostics| d.0.iter().map(|d| d.to_string()).collect::<Vec<_>>();
     let env = |v: &str| std::env::var(v).ok();
     let compiled = match read {
@@ -221,23 +221,12 @@ fn reload_once(
             *last_failure = None;
             shared.overrides.apply(&mut next);
             let restart_required = current.restart_required(&next);
-            if current.access.rate_limit != next.access.rate_limit {
-                let limiter = crate::state::rate_limiter(next.access.rate_limit);
-                shared.rate_limiter.store(Arc::new(limiter));
-            }
-            if current.access.failed_auth_limit != next.access.failed_auth_limit {
-                let failures = crate::state::AuthFailures::new(next.access.failed_auth_limit);
-                shared.auth_failures.store(Arc::new(failures));
-            }
-            if current.upstream.retry_budget != next.upstream.retry_budget {
-                let budget = crate::state::retry_budget(&next.upstream.retry_budget);
-                shared.retry_budget.store(Arc::new(budget));
-            }
-            if current.upstream.pool_differs(&next.upstream) {
-                for slot in &shared.upstreams {
-                    slot.store(Arc::new(Upstream::new(&next.upstream, &shared.transport)));
-                }
-            }
+            let runtime = Runtime::build(
+                &next,
+                Some((current, &serving.runtime)),
+                shared.workers,
+                &shared.transport,
+            );
             if next.logging.level != current.logging.level
                 && let Some(set) = &shared.set_log_level
             {
@@ -272,7 +261,12 @@ fn reload_once(
             );
             let version = next.version.clone();
             crate::observe::set_log_redactor(next.redaction.redactor.clone());
-            shared.policy.store(Arc::new(next));
+            // The policy and what it runs with, as one: no request sees one without
+            // the other.
+            shared.serving.store(Arc::new(Snapshot {
+                policy: Arc::new(next),
+                runtime: Arc::new(runtime),
+            }));
             if let Ok(mut s) = shared.status.lock() {
                 s.loaded_at = SystemTime::now();
                 s.restart_required = restart_required;

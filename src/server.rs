@@ -119,7 +119,7 @@ pub async fn start(mut policy: Policy, options: Options) -> Result<Running, Bind
     ));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let connections = Arc::new(tokio::sync::Semaphore::new(
-        shared.policy.load().server.max_connections,
+        shared.policy().server.max_connections,
     ));
     let mut done = Vec::with_capacity(workers);
     for worker in 0..workers {
@@ -151,7 +151,7 @@ pub async fn start(mut policy: Policy, options: Options) -> Result<Running, Bind
     let admin = tokio::spawn(admin::serve(admin_listener, shared.clone()));
     let monitor = tokio::spawn(monitor_resources(shared.clone()));
     let reloader = reload::start(shared.clone(), reload_tx, reload_rx, shutdown_rx);
-    let policy = shared.policy.load();
+    let policy = shared.policy();
     tracing::info!(
         category = Category::Config.as_str(),
         listen = %addr,
@@ -193,10 +193,12 @@ async fn monitor_resources(shared: Arc<Shared>) {
             m.process_cpu_percent.set(cpu as f64);
         }
         // Forget clients that have been quiet long enough to have a full bucket.
-        if let Some(rl) = shared.rate_limiter.load().as_ref() {
+        let serving = shared.serving.load_full();
+        if let Some(rl) = &serving.runtime.rate_limiter {
             rl.limiter.retain_recent();
         }
-        let every = shared.policy.load().shed.sample_every;
+        let every = serving.policy.shed.sample_every;
+        drop(serving);
         tokio::time::sleep(every.max(Duration::from_millis(100))).await;
     }
 }
@@ -384,7 +386,7 @@ async fn serve_proxy(
         while conns.try_join_next().is_some() {}
     }
     drop(listener);
-    let grace = shared.policy.load().server.shutdown_grace;
+    let grace = shared.policy().server.shutdown_grace;
     tracing::info!(
         category = Category::Config.as_str(),
         worker,

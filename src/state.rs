@@ -1,6 +1,6 @@
 //! What the running proxy shares between connections, the admin listener and the
-//! reload loop: the current policy and upstream pool (each swapped whole), metrics,
-//! counters and the reload status shown by `/config`.
+//! reload loop: the serving policy with the runtime built from it (swapped as one),
+//! the breaker, metrics, counters and the reload status shown by `/config`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,10 +18,8 @@ use tower::retry::budget::TpsBudget;
 use crate::policy::RetryBudgetSettings;
 use crate::upstream::{Circuit, MakeTransport, Upstream};
 
-/// A per-client token bucket (keyed by API key id or client IP) and its settings.
+/// A per-client token bucket (keyed by API key id or client IP).
 pub struct RateLimiter {
-    /// `(per second, burst)` it was built for.
-    pub settings: (std::num::NonZeroU32, std::num::NonZeroU32),
     /// The buckets.
     pub limiter: governor::DefaultKeyedRateLimiter<String>,
 }
@@ -30,8 +28,6 @@ pub struct RateLimiter {
 /// its bucket refills, without its credentials being tried, so keys and tokens cannot
 /// be guessed at line rate.
 pub struct AuthFailures {
-    /// `(per minute, burst)` it was built for.
-    pub settings: (std::num::NonZeroU32, std::num::NonZeroU32),
     limiter: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
     /// Clients refused until the time given. Bounded: past `MAX_BLOCKED` entries the
     /// expired ones are dropped first.
@@ -47,7 +43,6 @@ impl AuthFailures {
     pub fn new(settings: (std::num::NonZeroU32, std::num::NonZeroU32)) -> Self {
         let quota = governor::Quota::per_minute(settings.0).allow_burst(settings.1);
         AuthFailures {
-            settings,
             limiter: governor::RateLimiter::keyed(quota),
             blocked: Mutex::new(std::collections::HashMap::new()),
             any: AtomicUsize::new(0),
@@ -103,7 +98,6 @@ pub fn rate_limiter(
     settings: Option<(std::num::NonZeroU32, std::num::NonZeroU32)>,
 ) -> Option<RateLimiter> {
     settings.map(|(per, burst)| RateLimiter {
-        settings: (per, burst),
         limiter: governor::RateLimiter::keyed(governor::Quota::per_second(per).allow_burst(burst)),
     })
 }
@@ -199,29 +193,86 @@ pub struct ReloadStatus {
     pub restart_required: Vec<&'static str>,
 }
 
+/// The runtime parts a policy calls for. Built from it by [`Runtime::build`], and
+/// swapped with it as one [`Snapshot`], so a request never pairs one policy with
+/// another's pools or limits.
+pub struct Runtime {
+    /// One upstream pool per worker (a pool's connections live on its worker's
+    /// runtime); carried over while the upstream settings stay the same.
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// Limits retries to a share of the traffic of routes that retry.
+    pub retry_budget: Arc<TpsBudget>,
+    /// Per-client rate limiter, when `[access] rate_limit` is set.
+    pub rate_limiter: Option<Arc<RateLimiter>>,
+    /// Failed credentials per client.
+    pub auth_failures: Arc<AuthFailures>,
+}
+
+impl Runtime {
+    /// The runtime for `next`. Parts whose settings `next` keeps from `current` are
+    /// carried over with their state (pooled connections, buckets, counts); the rest
+    /// are new.
+    pub fn build(
+        next: &Policy,
+        current: Option<(&Policy, &Runtime)>,
+        workers: usize,
+        transport: &MakeTransport,
+    ) -> Runtime {
+        let keep =
+            |same: &dyn Fn(&Policy) -> bool| current.filter(|(p, _)| same(p)).map(|(_, r)| r);
+        let upstreams = match keep(&|p| !p.upstream.pool_differs(&next.upstream)) {
+            Some(r) => r.upstreams.clone(),
+            None => (0..workers.max(1))
+                .map(|_| Arc::new(Upstream::new(&next.upstream, transport)))
+                .collect(),
+        };
+        let retry_budget = match keep(&|p| p.upstream.retry_budget == next.upstream.retry_budget) {
+            Some(r) => r.retry_budget.clone(),
+            None => Arc::new(retry_budget(&next.upstream.retry_budget)),
+        };
+        let rate_limiter = match keep(&|p| p.access.rate_limit == next.access.rate_limit) {
+            Some(r) => r.rate_limiter.clone(),
+            None => rate_limiter(next.access.rate_limit).map(Arc::new),
+        };
+        let auth_failures =
+            match keep(&|p| p.access.failed_auth_limit == next.access.failed_auth_limit) {
+                Some(r) => r.auth_failures.clone(),
+                None => Arc::new(AuthFailures::new(next.access.failed_auth_limit)),
+            };
+        Runtime {
+            upstreams,
+            retry_budget,
+            rate_limiter,
+            auth_failures,
+        }
+    }
+}
+
+/// What serves requests: a compiled policy and its runtime. Each request takes one
+/// snapshot and keeps it to the end, so a reload never changes a request half way.
+pub struct Snapshot {
+    /// The policy.
+    pub policy: Arc<Policy>,
+    /// What it runs with.
+    pub runtime: Arc<Runtime>,
+}
+
 /// The shared state of one running proxy.
 pub struct Shared {
-    /// The serving policy; each request takes one snapshot.
-    pub policy: ArcSwap<Policy>,
-    /// One upstream pool per worker (a pool's connections live on its worker's
-    /// runtime); replaced only when the upstream settings change.
-    pub upstreams: Vec<ArcSwap<Upstream>>,
+    /// The serving policy and runtime, swapped whole by a reload.
+    pub serving: ArcSwap<Snapshot>,
+    /// Worker threads, each with its own upstream pool.
+    pub workers: usize,
     /// Builds each worker's way to the app (again when the pool settings change).
     pub transport: MakeTransport,
-    /// The circuit breaker of the upstream.
+    /// The circuit breaker of the upstream. Its state outlives reloads: the app is as
+    /// down after a reload as before it.
     pub circuit: Circuit,
-    /// Limits retries to a share of the traffic of routes that retry; replaced when
-    /// `[upstream.retry_budget]` changes.
-    pub retry_budget: ArcSwap<TpsBudget>,
     /// Body bytes that may still be held in memory: every buffered body takes its
     /// size from here first, so no mix of clients can exceed `[limits] buffer_budget`.
     pub buffer_budget: Arc<tokio::sync::Semaphore>,
     /// The budget's size, for the `sitegate_buffered_bytes` gauge.
     pub buffer_budget_total: u64,
-    /// Per-client rate limiter, rebuilt when `[access] rate_limit` changes.
-    pub rate_limiter: ArcSwap<Option<RateLimiter>>,
-    /// Failed credentials per client, rebuilt when `[access] failed_auth_limit` changes.
-    pub auth_failures: ArcSwap<AuthFailures>,
     /// The resource monitor's last sample.
     pub resources: crate::observe::resources::Readings,
     /// Every metric.
@@ -263,20 +314,17 @@ impl Shared {
     /// worker, the breaker, the budgets and limiters) built from it.
     pub fn new(policy: Policy, setup: Setup) -> Self {
         let budget_bytes = policy.limits.buffer_budget;
+        let runtime = Runtime::build(&policy, None, setup.workers, &setup.transport);
         Shared {
-            upstreams: (0..setup.workers.max(1))
-                .map(|_| ArcSwap::from_pointee(Upstream::new(&policy.upstream, &setup.transport)))
-                .collect(),
+            serving: ArcSwap::from_pointee(Snapshot {
+                policy: Arc::new(policy),
+                runtime: Arc::new(runtime),
+            }),
+            workers: setup.workers.max(1),
             transport: setup.transport,
             circuit: Circuit::default(),
-            retry_budget: ArcSwap::from_pointee(retry_budget(&policy.upstream.retry_budget)),
-            rate_limiter: ArcSwap::from_pointee(rate_limiter(policy.access.rate_limit)),
-            auth_failures: ArcSwap::from_pointee(AuthFailures::new(
-                policy.access.failed_auth_limit,
-            )),
             buffer_budget: Arc::new(tokio::sync::Semaphore::new(budget_permits(budget_bytes))),
             buffer_budget_total: budget_bytes,
-            policy: ArcSwap::from_pointee(policy),
             resources: Default::default(),
             metrics: Metrics::default(),
             inflight: AtomicUsize::new(0),
@@ -291,6 +339,11 @@ impl Shared {
             overrides: setup.overrides,
             set_log_level: setup.set_log_level,
         }
+    }
+
+    /// The serving policy.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.serving.load().policy.clone()
     }
 }
 

@@ -19,13 +19,15 @@ use crate::observe::metrics::{
     FallbackLabels, NameLabel, RejectionLabels, RequestLabels, RouteLabel, UpstreamFailureLabels,
     method_label, status_class,
 };
-use crate::state::Shared;
+use crate::state::{Runtime, Shared};
 
 /// The per-request context: what the access line and the metrics report. It is moved
 /// into the response body and reports when that body ends or is dropped, so the
 /// duration and byte counts cover the whole response.
 pub(crate) struct Ctx {
     pub(super) shared: Arc<Shared>,
+    /// The runtime of the request's policy snapshot (pools, limiters, budgets).
+    pub(super) runtime: Arc<Runtime>,
     pub(super) worker: usize,
     pub(super) request_id: HeaderValue,
     pub(super) method: Method,
@@ -66,6 +68,7 @@ pub(crate) struct Ctx {
 impl Ctx {
     pub(super) fn new<B>(
         shared: Arc<Shared>,
+        runtime: Arc<Runtime>,
         worker: usize,
         request_id: HeaderValue,
         req: &Request<B>,
@@ -74,6 +77,7 @@ impl Ctx {
         shared.metrics.inflight.inc();
         Ctx {
             shared,
+            runtime,
             worker,
             request_id,
             method: req.method().clone(),

@@ -16,8 +16,9 @@ use tokio::sync::mpsc;
 use super::{Peer, handle};
 use crate::body::{AppBody, AppBodyError};
 use crate::config::{Source, compile};
+use crate::state::ReloadOutcome;
 use crate::state::{Setup, Shared};
-use crate::upstream::{Transport, TransportFuture, circuit::CircuitState};
+use crate::upstream::{MakeTransport, Transport, TransportFuture, circuit::CircuitState};
 
 /// What the in-memory app does with its `n`th request (from 1).
 enum Step {
@@ -92,27 +93,41 @@ impl Transport for App {
     }
 }
 
-/// A proxy state serving `main` (a whole policy in one file) in front of `app`.
-fn proxy(main: &str, app: &Arc<App>) -> Arc<Shared> {
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n[upstream]\nurl = \"http://app.test:80\"\nconnect_timeout = \"1s\"\ntimeout = \"5s\"\n{main}\n"
-    );
-    let policy = match compile(&[Source::policy("/virtual/sitegate.toml", text)]) {
+/// A whole policy in one file: the upstream at `url`, then `main`.
+fn policy_text(url: &str, main: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n[upstream]\nurl = \"{url}\"\nconnect_timeout = \"1s\"\ntimeout = \"5s\"\n{main}\n"
+    )
+}
+
+const MAIN: &str = "/virtual/sitegate.toml";
+
+/// A proxy state serving `text`, reaching the app through `transport`.
+fn serve(text: String, transport: MakeTransport) -> Arc<Shared> {
+    let policy = match compile(&[Source::policy(MAIN, text)]) {
         Ok(p) => p,
         Err(d) => panic!("the test policy does not compile: {d:?}"),
     };
-    let app = app.clone();
     Arc::new(Shared::new(
         policy,
         Setup {
             workers: 1,
-            transport: Arc::new(move |_| app.clone() as Arc<dyn Transport>),
+            transport,
             reload: mpsc::channel(1).0,
-            main_path: "/virtual/sitegate.toml".into(),
+            main_path: MAIN.into(),
             overrides: Default::default(),
             set_log_level: None,
         },
     ))
+}
+
+/// A proxy state serving `main` in front of `app`.
+fn proxy(main: &str, app: &Arc<App>) -> Arc<Shared> {
+    let app = app.clone();
+    serve(
+        policy_text("http://app.test:80", main),
+        Arc::new(move |_| app.clone() as Arc<dyn Transport>),
+    )
 }
 
 /// What the client got.
@@ -412,4 +427,75 @@ async fn retries_repeat_a_failed_get_and_the_breaker_counts_the_final_answer() {
         "{m}"
     );
     assert_eq!(shared.circuit.state(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_swaps_the_policy_and_its_upstream_as_one() {
+    let slow_a = App::new(|_, _| Step::Reply {
+        after: Duration::from_secs(1),
+        status: 200,
+        body: r#"{"app":"a"}"#.into(),
+    });
+    let b = App::new(|_, _| ok(r#"{"app":"b"}"#));
+    let (ta, tb) = (slow_a.clone(), b.clone());
+    let transport: MakeTransport = Arc::new(move |settings| {
+        if settings.authority.host() == "app-a.test" {
+            ta.clone() as Arc<dyn Transport>
+        } else {
+            tb.clone() as Arc<dyn Transport>
+        }
+    });
+    let route = "[access]\nrate_limit = { per_second = 100, burst = 100 }\n\n[[route]]\nname = \"x\"\npath = \"/x\"\n";
+    let shared = serve(policy_text("http://app-a.test:80", route), transport);
+    let in_flight = {
+        let shared = shared.clone();
+        tokio::spawn(async move { get(&shared, "/x").await })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(slow_a.calls(), 1, "the first request is at app a");
+    let before = shared.serving.load_full();
+
+    // A reload that moves the upstream: new requests go to b at once, and the one in
+    // flight finishes with a, under the policy it started with.
+    let moved = policy_text("http://app-b.test:80", route);
+    let outcome = crate::reload::reload_once(
+        &shared,
+        &mut None,
+        true,
+        Ok(Some(vec![Source::policy(MAIN, moved)])),
+    );
+    assert!(
+        matches!(outcome, ReloadOutcome::Applied { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(get(&shared, "/x").await.json()["app"], "b");
+    assert_eq!(in_flight.await.unwrap().json()["app"], "a");
+    assert_eq!((slow_a.calls(), b.calls()), (1, 1));
+    let after = shared.serving.load_full();
+    assert!(!Arc::ptr_eq(
+        &before.runtime.upstreams[0],
+        &after.runtime.upstreams[0]
+    ));
+    // The rate limit did not change: its buckets are carried over, not reset.
+    let (was, now) = (&before.runtime.rate_limiter, &after.runtime.rate_limiter);
+    assert!(Arc::ptr_eq(was.as_ref().unwrap(), now.as_ref().unwrap()));
+
+    // A reload that changes only a route keeps the pool with its connections.
+    let renamed = policy_text("http://app-b.test:80", &route.replace("\"x\"", "\"y\""));
+    let outcome = crate::reload::reload_once(
+        &shared,
+        &mut None,
+        true,
+        Ok(Some(vec![Source::policy(MAIN, renamed)])),
+    );
+    assert!(
+        matches!(outcome, ReloadOutcome::Applied { .. }),
+        "{outcome:?}"
+    );
+    let last = shared.serving.load_full();
+    assert!(Arc::ptr_eq(
+        &after.runtime.upstreams[0],
+        &last.runtime.upstreams[0]
+    ));
+    assert_eq!(last.policy.routes.iter().next().unwrap().name.as_ref(), "y");
 }

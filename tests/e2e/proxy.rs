@@ -310,7 +310,7 @@ async fn admin_endpoints_report_health_metrics_and_policy() {
     assert_eq!(get(&env.admin("/healthz")).await.status, 200);
     let ready = get(&env.admin("/readyz")).await;
     assert_eq!(ready.status, 200);
-    let version = env.proxy.shared.policy.load().version.clone();
+    let version = env.proxy.shared.policy().version.clone();
     assert_eq!(ready.json()["policy_version"], version.as_str());
 
     get(&env.url("/health")).await;

@@ -33,7 +33,7 @@ async fn an_in_place_write_is_picked_up() {
             .status,
         200
     );
-    let old = env.proxy.shared.policy.load().version.clone();
+    let old = env.proxy.shared.policy().version.clone();
     std::fs::write(env.path("routes.toml"), routes(10)).unwrap();
     wait_for_limit(&env).await;
     let c = get(&env.admin("/config")).await.json();
@@ -109,7 +109,7 @@ async fn a_configmap_symlink_swap_is_picked_up() {
 #[tokio::test]
 async fn a_broken_file_keeps_the_old_policy_and_says_where() {
     let env = Env::start(&routes(10)).await;
-    let old = env.proxy.shared.policy.load().version.clone();
+    let old = env.proxy.shared.policy().version.clone();
     std::fs::write(
         env.path("routes.toml"),
         "[[route]]\nname = \"echo\"\npath = \"/echo\"\nmax_body = \"lots\"\n",
@@ -199,7 +199,7 @@ async fn in_flight_requests_keep_the_policy_they_started_with() {
     assert_eventually("the new timeout applies", WAIT, || {
         let shared = env.proxy.shared.clone();
         async move {
-            shared.policy.load().routes.iter().next().unwrap().timeout == Duration::from_millis(100)
+            shared.policy().routes.iter().next().unwrap().timeout == Duration::from_millis(100)
         }
     })
     .await;
