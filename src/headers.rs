@@ -189,3 +189,12 @@ pub fn media_type(headers: &HeaderMap) -> Option<Result<MediaType, ()>> {
 pub fn essence(headers: &HeaderMap) -> Option<String> {
     media_type(headers).and_then(Result::ok).map(|m| m.essence)
 }
+
+/// The declared `Content-Length`, when there is one that reads as a number (the
+/// framing check refuses the others before any guard reads this).
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}

@@ -7,21 +7,21 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod admin;
-pub mod audit;
+pub(crate) mod admin;
+pub(crate) mod audit;
 pub mod body;
 pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod error;
-pub mod fallback;
+pub(crate) mod fallback;
 pub mod guard;
 pub mod headers;
 pub mod observe;
-pub mod pipeline;
+pub(crate) mod pipeline;
 pub mod policy;
 pub mod redact;
-pub mod reload;
+pub(crate) mod reload;
 pub mod server;
 pub mod state;
-pub mod upstream;
+pub(crate) mod upstream;

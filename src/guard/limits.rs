@@ -45,10 +45,7 @@ pub fn check_framing(headers: &HeaderMap) -> Result<(), Rejection> {
 /// Refuses a request whose declared length is over the route's `max_body`, or whose
 /// body has a content type the route does not accept.
 pub fn check_head(route: &Route, headers: &HeaderMap) -> Result<(), Rejection> {
-    let length = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let length = crate::headers::content_length(headers);
     if let Some(len) = length
         && len > route.max_body
     {

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::TRANSFER_ENCODING;
 use http::{HeaderMap, Method, Request, Response, Uri};
 use http_body_util::BodyExt;
 use tokio::time::Instant;
@@ -73,11 +73,7 @@ async fn replayable<B: ClientBody>(
     stats: &Arc<BodyStats>,
     idle: std::time::Duration,
 ) -> Result<Result<Bytes, B>, Failure> {
-    let length = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let length = crate::headers::content_length(&parts.headers);
     let chunked = parts.headers.contains_key(TRANSFER_ENCODING);
     match length {
         Some(n) if n <= retry.max_body && !chunked => {}
@@ -145,7 +141,7 @@ pub(super) async fn forward<B: ClientBody>(
     let _permit = permit;
     let retry = retry.filter(|_| replay.is_some());
     if retry.is_some() {
-        shared.retry_budget.load().deposit();
+        ctx.runtime.retry_budget.deposit();
     }
     // Kept for a second attempt only when there may be one; otherwise it moves into
     // the one request (copying a header map costs more than the rest of this function).
@@ -154,7 +150,8 @@ pub(super) async fn forward<B: ClientBody>(
         uri: parts.uri,
         headers: parts.headers,
     });
-    let upstream = shared.upstreams[ctx.worker].load_full();
+    let runtime = ctx.runtime.clone();
+    let upstream = &runtime.upstreams[ctx.worker % runtime.upstreams.len()];
     let circuit_cfg = &policy.upstream.circuit;
     let label = || RouteLabel {
         route: NameLabel(route.name.clone()),
@@ -240,7 +237,7 @@ pub(super) async fn forward<B: ClientBody>(
             _ => false,
         };
         let attempts_left = retry.is_some_and(|r| ctx.attempts <= r.attempts);
-        if again && attempts_left && shared.retry_budget.load().withdraw() {
+        if again && attempts_left && runtime.retry_budget.withdraw() {
             shared.metrics.retries.get_or_create(&label()).inc();
             continue;
         }

@@ -53,7 +53,9 @@ pub async fn handle<B: ClientBody>(
     req: Request<B>,
     peer: Peer,
 ) -> Response<Observed> {
-    let policy = shared.policy.load_full();
+    // One snapshot for the whole request: the policy and the runtime built from it.
+    let serving = shared.serving.load_full();
+    let policy = &*serving.policy;
     // Kept as a header value: it is sent twice (upstream and back) and cloning one is
     // a reference count, not a copy.
     let request_id = match req.headers().get(REQUEST_ID) {
@@ -61,18 +63,18 @@ pub async fn handle<B: ClientBody>(
         _ => HeaderValue::from_str(&headers::new_request_id(fastrand::u64(..)))
             .unwrap_or_else(|_| HeaderValue::from_static("req_000000000000")),
     };
-    let mut ctx = Ctx::new(shared, worker, request_id, &req);
+    let mut ctx = Ctx::new(shared, serving.runtime.clone(), worker, request_id, &req);
     ctx.active = Some(peer.activity.begin());
     // Framing sitegate will not pass on: answered, and the connection closed after the
     // answer, since where the next request starts is what is in doubt.
     let framing = check_framing(req.headers());
     let (parts, body) = req.into_parts();
     let mut body = Some(body);
-    let result = match framing.clone().and_then(|()| admit(&ctx, &policy)) {
+    let result = match framing.clone().and_then(|()| admit(&ctx, policy)) {
         // The global ceiling, whatever the route's own timeouts.
         Ok(()) => match tokio::time::timeout(
             policy.server.request_timeout,
-            proxy(&mut ctx, &policy, parts, &mut body, peer),
+            proxy(&mut ctx, policy, parts, &mut body, peer),
         )
         .await
         {
@@ -216,13 +218,12 @@ fn access(
     parts: &mut http::request::Parts,
     peer: &Peer,
 ) -> Result<(), Failure> {
-    let failures = ctx.shared.auth_failures.load();
     let admitted = access::admit(
         &policy.access,
         route.auth,
         &parts.headers,
         peer.addr.ip(),
-        &**failures,
+        &*ctx.runtime.auth_failures,
     )?;
     ctx.cors_origin = admitted.cors_origin;
     if admitted.caller.is_some() {
@@ -235,8 +236,7 @@ fn access(
 
 /// rate_limit: per caller (its key or token id) or, without one, per client address.
 fn rate_limit(ctx: &Ctx, peer: &Peer) -> Result<(), Failure> {
-    let limiter = ctx.shared.rate_limiter.load();
-    let Some(rl) = limiter.as_ref() else {
+    let Some(rl) = &ctx.runtime.rate_limiter else {
         return Ok(());
     };
     let key = match &ctx.caller {
@@ -396,11 +396,7 @@ async fn respond(
 /// POST, PUT or PATCH: an empty one of those is checked, and refused, too).
 fn wants_body(parts: &http::request::Parts) -> bool {
     use http::Method;
-    let declared = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = crate::headers::content_length(&parts.headers);
     declared.is_some_and(|n| n > 0)
         || parts.headers.contains_key(http::header::TRANSFER_ENCODING)
         || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH)

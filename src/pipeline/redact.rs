@@ -242,11 +242,7 @@ pub(super) async fn redact(
         Ok(c) => c,
         Err(coding) => return Err(refuse(ctx, &format!("unknown content coding {coding:?}"))),
     };
-    let length = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let length = crate::headers::content_length(&parts.headers);
     // Buffer only what the memory budget can hold now; otherwise stream (a plain
     // body) or refuse (a compressed or transcoded one cannot be read as it streams).
     let permit = length

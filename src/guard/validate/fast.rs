@@ -94,6 +94,7 @@ impl State<'_> {
     /// Writes a value the way the full check serializes its tree.
     fn json<T: serde::Serialize + ?Sized>(&self, v: &T) {
         if let Some(out) = &self.out {
+            // Into a Vec, a JSON value cannot fail to serialize.
             let _ = serde_json::to_writer(&mut *out.borrow_mut(), v);
         }
     }

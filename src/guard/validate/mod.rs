@@ -237,9 +237,9 @@ pub fn fast_path(body: &[u8], rules: &BodyRules) -> Option<Accepted> {
 #[doc(hidden)]
 pub fn check_full(body: &[u8], rules: &BodyRules) -> Result<Accepted, Rejection> {
     let mut doc = parse(body, rules)?;
-    let (records, single) = match &rules.batch_path {
+    let records = match &rules.batch_path {
         Some(path) => match doc.pointer_mut(path) {
-            Some(Value::Array(items)) => (items, false),
+            Some(Value::Array(items)) => items,
             _ => {
                 return Err(reject(
                     ErrorCode::ValidationFailed,
@@ -254,10 +254,10 @@ pub fn check_full(body: &[u8], rules: &BodyRules) -> Result<Accepted, Rejection>
             }
         },
         None => match &mut doc {
-            Value::Array(items) => (items, false),
+            Value::Array(items) => items,
             Value::Object(_) => {
                 // One record: validate it in place below.
-                return check_single(doc, body, rules);
+                return check_single(doc, rules);
             }
             _ => {
                 return Err(reject(
@@ -273,7 +273,6 @@ pub fn check_full(body: &[u8], rules: &BodyRules) -> Result<Accepted, Rejection>
             }
         },
     };
-    let _ = single;
     if records.len() > rules.max_records {
         return Err(reject(
             ErrorCode::TooManyRecords,
@@ -327,7 +326,7 @@ pub fn check_full(body: &[u8], rules: &BodyRules) -> Result<Accepted, Rejection>
     })
 }
 
-fn check_single(mut doc: Value, original: &[u8], rules: &BodyRules) -> Result<Accepted, Rejection> {
+fn check_single(mut doc: Value, rules: &BodyRules) -> Result<Accepted, Rejection> {
     let mut details = Vec::new();
     let changed = check_record(&mut doc, rules, None, &mut details);
     if !details.is_empty() {
@@ -341,7 +340,6 @@ fn check_single(mut doc: Value, original: &[u8], rules: &BodyRules) -> Result<Ac
         )
         .with_details(details));
     }
-    let _ = original;
     Ok(Accepted {
         body: changed.then(|| serialize(&doc)),
         dropped: 0,
