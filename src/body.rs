@@ -125,15 +125,12 @@ pub fn decode(raw: &[u8], codings: &[Coding], limit: u64) -> Result<Vec<u8>, Dec
     Ok(body.into_owned())
 }
 
-/// What a request body did on its way through: bytes seen, and whether it passed the
-/// route's limit. Shared between the body (which writes) and the pipeline (which reads
-/// it after the upstream call ends).
+/// What a request body did on its way through: bytes seen, and whether it is waiting
+/// on the client. Shared between the body (which writes) and the pipeline (which reads
+/// it when a timeout strikes: whose fault it is).
 #[derive(Debug, Default)]
 pub struct BodyStats {
     bytes: AtomicU64,
-    over_limit: AtomicBool,
-    client_failed: AtomicBool,
-    client_stalled: AtomicBool,
     waiting_on_client: AtomicBool,
 }
 
@@ -141,22 +138,6 @@ impl BodyStats {
     /// Bytes read from the client so far.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
-    }
-
-    /// True once the body passed its limit (and was cut off).
-    pub fn over_limit(&self) -> bool {
-        self.over_limit.load(Ordering::Relaxed)
-    }
-
-    /// True once reading the client's body failed: a malformed chunk, or the client
-    /// went away mid-body. The upstream request it fed failed for the client's sake.
-    pub fn client_failed(&self) -> bool {
-        self.client_failed.load(Ordering::Relaxed)
-    }
-
-    /// True once the client let its body stall longer than `client_body_timeout`.
-    pub fn client_stalled(&self) -> bool {
-        self.client_stalled.load(Ordering::Relaxed)
     }
 
     /// True while the body is waiting for the client's next bytes (as opposed to
@@ -167,10 +148,36 @@ impl BodyStats {
     }
 }
 
-/// The request body grew past the route's `max_body`.
+/// Why a client's request body could not be read to its end: the error every body
+/// from [`from_client`] fails with. It travels inside whatever error carries it (the
+/// upstream client's, when the app was reading the body), and is found there again by
+/// [`ClientBodyError::find`]: the cause is kept, not noted aside.
 #[derive(Debug, thiserror::Error)]
-#[error("request body is larger than {0} bytes")]
-pub struct TooLarge(pub u64);
+pub enum ClientBodyError {
+    /// It grew past the route's `max_body`.
+    #[error("request body is larger than {0} bytes")]
+    TooLarge(u64),
+    /// The client paused longer than `client_body_timeout`.
+    #[error("the client paused for more than {0:?} while sending the body")]
+    Stalled(Duration),
+    /// A malformed chunk, or the client went away mid-body.
+    #[error("the request body broke off: {0}")]
+    Broken(#[source] BoxError),
+}
+
+impl ClientBodyError {
+    /// The client body error in `err`'s chain of causes, if there is one.
+    pub fn find<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a ClientBodyError> {
+        let mut next = Some(err);
+        while let Some(e) = next {
+            if let Some(found) = e.downcast_ref::<ClientBodyError>() {
+                return Some(found);
+            }
+            next = e.source();
+        }
+        None
+    }
+}
 
 /// How long, and how much, of a request body sitegate reads and throws away after it
 /// answered without needing the rest. Closing a socket with unread data makes the
@@ -250,7 +257,7 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let Some(inner) = this.inner.as_mut() else {
-            return Poll::Ready(Some(Err(Box::new(TooLarge(this.limit)))));
+            return Poll::Ready(Some(Err(Box::new(ClientBodyError::TooLarge(this.limit)))));
         };
         let polled = Pin::new(inner).poll_frame(cx);
         this.stats
@@ -260,11 +267,11 @@ where
             None => return Poll::Ready(None),
             Some(Err(e)) => {
                 let e: BoxError = e.into();
-                if e.is::<Stalled>() {
-                    this.stats.client_stalled.store(true, Ordering::Relaxed);
-                }
-                this.stats.client_failed.store(true, Ordering::Relaxed);
-                return Poll::Ready(Some(Err(e)));
+                let e = match e.downcast::<Stalled>() {
+                    Ok(stalled) => ClientBodyError::Stalled(stalled.0),
+                    Err(e) => ClientBodyError::Broken(e),
+                };
+                return Poll::Ready(Some(Err(Box::new(e))));
             }
             Some(Ok(frame)) => frame,
         };
@@ -275,11 +282,10 @@ where
                 .fetch_add(data.len() as u64, Ordering::Relaxed)
                 + data.len() as u64;
             if total > this.limit {
-                this.stats.over_limit.store(true, Ordering::Relaxed);
                 if let Some(rest) = this.inner.take() {
                     discard(rest);
                 }
-                return Poll::Ready(Some(Err(Box::new(TooLarge(this.limit)))));
+                return Poll::Ready(Some(Err(Box::new(ClientBodyError::TooLarge(this.limit)))));
             }
         }
         Poll::Ready(Some(Ok(frame)))
@@ -296,9 +302,11 @@ where
     }
 }
 
-/// The upstream let a response body stall longer than the route's timeout.
+/// A body let one frame wait longer than its idle limit: the app's response (the
+/// route's timeout), or a client's request body, which [`Limited`] then reports as
+/// [`ClientBodyError::Stalled`].
 #[derive(Debug, thiserror::Error)]
-#[error("upstream response body stalled for more than {0:?}")]
+#[error("body stalled for more than {0:?}")]
 pub struct Stalled(pub Duration);
 
 /// A response body whose every frame must arrive within `idle` of the previous one,
@@ -403,7 +411,6 @@ mod tests {
         let out = body.collect().await.unwrap().to_bytes();
         assert_eq!(&out[..], b"abcdef");
         assert_eq!(stats.bytes(), 6);
-        assert!(!stats.over_limit());
     }
 
     #[tokio::test]
@@ -416,9 +423,17 @@ mod tests {
         );
         assert!(body.frame().await.unwrap().is_ok());
         let err = body.frame().await.unwrap().unwrap_err();
-        assert!(err.is::<TooLarge>());
-        assert!(stats.over_limit());
+        assert!(matches!(
+            err.downcast_ref::<ClientBodyError>(),
+            Some(ClientBodyError::TooLarge(6))
+        ));
         assert_eq!(stats.bytes(), 7);
+        // Nothing more is read: the rest is the limit's error again.
+        let again = body.frame().await.unwrap().unwrap_err();
+        assert!(matches!(
+            ClientBodyError::find(&*again),
+            Some(ClientBodyError::TooLarge(6))
+        ));
     }
 
     #[tokio::test(start_paused = true)]

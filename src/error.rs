@@ -167,6 +167,9 @@ pub struct Rejection {
     pub details: Vec<Detail>,
     /// Seconds for `Retry-After` (429s).
     pub retry_after: Option<u64>,
+    /// The connection is closed after the answer: where the next request on it starts
+    /// is in doubt (bad framing, a body that stalled half way).
+    pub close: bool,
 }
 
 impl Rejection {
@@ -177,7 +180,14 @@ impl Rejection {
             message: message.into(),
             details: Vec::new(),
             retry_after: None,
+            close: false,
         }
+    }
+
+    /// Closes the connection after the answer.
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 
     /// Adds the per-field details.
@@ -273,8 +283,9 @@ pub enum Failure {
     Rejected(Rejection),
     /// The upstream failed and no fallback applies.
     Upstream(UpstreamFailure),
-    /// A bug or an I/O problem inside sitegate; the message is never shown.
-    Internal,
+    /// A bug or an I/O problem inside sitegate: what went wrong, for the log line.
+    /// The client is never shown it.
+    Internal(&'static str),
 }
 
 impl Failure {
@@ -283,8 +294,13 @@ impl Failure {
         match self {
             Failure::Rejected(r) => r.code,
             Failure::Upstream(u) => u.code(),
-            Failure::Internal => ErrorCode::Internal,
+            Failure::Internal(_) => ErrorCode::Internal,
         }
+    }
+
+    /// True when the connection must close after this failure's answer.
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, Failure::Rejected(r) if r.close)
     }
 }
 
@@ -326,7 +342,7 @@ pub fn render(failure: &Failure, request_id: &str) -> Response<Bytes> {
             r.retry_after,
         ),
         Failure::Upstream(u) => (u.code(), u.status(), u.message(), &[], None),
-        Failure::Internal => (
+        Failure::Internal(_) => (
             ErrorCode::Internal,
             StatusCode::INTERNAL_SERVER_ERROR,
             "sitegate could not handle the request",
@@ -466,7 +482,7 @@ mod tests {
 
     #[test]
     fn internal_errors_never_show_their_cause() {
-        let resp = render(&Failure::Internal, "r");
+        let resp = render(&Failure::Internal("a test"), "r");
         assert_eq!(resp.status().as_u16(), 500);
         let v: serde_json::Value = serde_json::from_slice(resp.body()).unwrap();
         assert_eq!(

@@ -225,7 +225,7 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, BindError> {
 fn on_panic(_: Box<dyn std::any::Any + Send>) -> Response<http_body_util::Full<bytes::Bytes>> {
     let id = headers::new_request_id(fastrand::u64(..));
     tracing::error!(category = Category::SystemError.as_str(), request_id = %id, "request handler panicked");
-    render(&Failure::Internal, &id).map(http_body_util::Full::new)
+    render(&Failure::Internal("request handler panicked"), &id).map(http_body_util::Full::new)
 }
 
 /// How long a connection told to close gracefully (HTTP/2 GOAWAY) may take before it is

@@ -31,13 +31,15 @@ pub fn check_framing(headers: &HeaderMap) -> Result<(), Rejection> {
         return Err(Rejection::new(
             ErrorCode::InvalidRequest,
             "Transfer-Encoding must be exactly \"chunked\"; use Content-Encoding for compression",
-        ));
+        )
+        .closing());
     }
     if headers.contains_key(CONTENT_LENGTH) {
         return Err(Rejection::new(
             ErrorCode::InvalidRequest,
             "a request may not carry both Content-Length and Transfer-Encoding",
-        ));
+        )
+        .closing());
     }
     Ok(())
 }

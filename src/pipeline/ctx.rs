@@ -44,6 +44,8 @@ pub(crate) struct Ctx {
     pub(super) failure: Option<UpstreamFailure>,
     pub(super) upstream_status: Option<u16>,
     pub(super) upstream_ms: Option<std::time::Duration>,
+    /// Why the last upstream call failed, its causes in one line.
+    pub(super) upstream_cause: Option<String>,
     pub(super) body_in: Option<Arc<BodyStats>>,
     pub(super) bytes_out: u64,
     pub(super) stream_error: bool,
@@ -92,6 +94,7 @@ impl Ctx {
             failure: None,
             upstream_status: None,
             upstream_ms: None,
+            upstream_cause: None,
             body_in: None,
             bytes_out: 0,
             stream_error: false,
@@ -173,6 +176,7 @@ impl Ctx {
             request_id = self.id(),
             route = %self.route,
             reason = failure.as_str(),
+            cause = self.upstream_cause.as_deref(),
             "upstream failed; answered with the route's fallback"
         );
         fallback.respond(failure, &self.request_id).map(body::full)
@@ -201,7 +205,18 @@ impl Ctx {
                 request_id = self.id(),
                 route = %self.route,
                 reason = f.as_str(),
+                cause = self.upstream_cause.as_deref(),
                 "upstream request failed"
+            );
+        }
+        if let Failure::Internal(what) = failure {
+            // The client sees only a generic message: the cause is here, once.
+            tracing::error!(
+                category = Category::SystemError.as_str(),
+                request_id = self.id(),
+                route = %self.route,
+                cause = what,
+                "internal error"
             );
         }
         render(failure, self.id()).map(body::full)

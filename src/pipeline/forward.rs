@@ -14,12 +14,13 @@ use tokio::time::Instant;
 use tower::retry::budget::Budget;
 
 use super::ctx::Ctx;
-use super::read::{client_fault, request_timeout};
+use super::read::{body_fault, client_fault, request_timeout};
 use crate::body::{AppBody, BodyStats, BoxBody, ClientBody, from_client, full};
 use crate::error::{Failure, UpstreamFailure};
 use crate::observe::Category;
 use crate::observe::metrics::{NameLabel, RouteLabel};
 use crate::policy::{Policy, RetryPolicy, Route};
+use crate::upstream::Blame;
 
 /// What the upstream call came to.
 pub(super) enum Forwarded {
@@ -88,7 +89,7 @@ async fn replayable<B: ClientBody>(
     );
     match limited.collect().await {
         Ok(body) => Ok(Ok(body.to_bytes())),
-        Err(_) => Err(client_fault(stats, route)),
+        Err(e) => Err(body_fault(&e, route)),
     }
 }
 
@@ -167,7 +168,7 @@ pub(super) async fn forward<B: ClientBody>(
                 from_client(incoming, route.max_body, idle, stats.clone()).boxed_unsync()
             }
             // A streamed body cannot be sent twice; the retry filter above ensures it is not.
-            (None, None) => return Err(Failure::Internal),
+            (None, None) => return Err(Failure::Internal("a streamed body was to be sent twice")),
         };
         let sent = Instant::now();
         let req = match (&head, retry) {
@@ -175,25 +176,31 @@ pub(super) async fn forward<B: ClientBody>(
             _ => match head.take() {
                 Some(h) => h.into_request(body),
                 // Without a retry policy the loop below never comes round again.
-                None => return Err(Failure::Internal),
+                None => return Err(Failure::Internal("a request head was to be sent twice")),
             },
         };
         let result = upstream.send(req, route.timeout).await;
         let elapsed = sent.elapsed();
         ctx.upstream_ms = Some(elapsed);
         let outcome = match result {
-            // The client's body, not the app, failed (too large, broken, stalled; or
-            // the app was still waiting for it when the timeout struck): nothing to
-            // tell the breaker, and the client's own error code.
-            Err(_) if stats.over_limit() || stats.client_failed() => {
-                drop(permit);
-                return Err(client_fault(&stats, route));
-            }
-            Err(UpstreamFailure::Timeout) if stats.waiting_on_client() => {
-                drop(permit);
-                return Err(request_timeout());
-            }
-            Err(failure) => Forwarded::Failed(failure, None),
+            Err(e) => match e.classify() {
+                // The client's body, not the app, failed (too large, broken, stalled;
+                // or the app was still waiting for it when the timeout struck): nothing
+                // to tell the breaker, and the client's own error code.
+                Blame::Client(fault) => {
+                    drop(permit);
+                    return Err(client_fault(fault, route));
+                }
+                Blame::App(UpstreamFailure::Timeout) if stats.waiting_on_client() => {
+                    drop(permit);
+                    return Err(request_timeout());
+                }
+                Blame::App(failure) => {
+                    ctx.upstream_cause = Some(e.to_string());
+                    Forwarded::Failed(failure, None)
+                }
+                Blame::Internal(what) => return Err(Failure::Internal(what)),
+            },
             Ok(resp) => {
                 shared
                     .metrics

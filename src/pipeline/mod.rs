@@ -102,13 +102,12 @@ pub async fn handle<B: ClientBody>(
     {
         crate::body::discard(unread);
     }
-    // A body that stalled or broke leaves the connection in doubt too.
-    let body_in_doubt = matches!(&result, Err(f) if f.code() == ErrorCode::RequestTimeout);
+    let close = matches!(&result, Err(f) if f.closes_connection());
     let mut resp = match result {
         Ok(resp) => resp,
         Err(failure) => ctx.fail(&failure),
     };
-    if framing.is_err() || body_in_doubt {
+    if close {
         resp.headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -155,7 +154,9 @@ async fn proxy<B: ClientBody>(
     rate_limit(ctx, &peer)?;
     shed(ctx, policy, route)?;
     check_head(route, &parts.headers)?;
-    let incoming = body.take().ok_or(Failure::Internal)?;
+    let incoming = body
+        .take()
+        .ok_or(Failure::Internal("the request body was taken twice"))?;
     prepare_request_headers(&mut parts, &ctx.request_id, &peer, route);
     let body = read_and_validate(ctx, policy, route, &mut parts, incoming).await?;
     model_lock(ctx, policy, route, &mut parts, &body)?;

@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::ctx::Ctx;
-use crate::body::{BodyStats, ClientBody};
+use crate::body::{BodyStats, BoxError, ClientBody, ClientBodyError};
 use crate::error::{ErrorCode, Failure, Rejection};
 use crate::policy::Route;
 
@@ -57,7 +57,7 @@ pub(super) async fn read_body<B: ClientBody>(
     while let Some(frame) = body.frame().await {
         let frame = match frame {
             Ok(f) => f,
-            Err(_) => return Err(client_fault(&stats, route)),
+            Err(e) => return Err(body_fault(&e, route)),
         };
         let Ok(data) = frame.into_data() else {
             continue;
@@ -109,14 +109,22 @@ pub(super) async fn read_body<B: ClientBody>(
     Ok((decoded, permit))
 }
 
-/// What a failed client body was: too large, stalled, or broken.
-pub(super) fn client_fault(stats: &BodyStats, route: &Route) -> Failure {
-    if stats.over_limit() {
-        too_large(route)
-    } else if stats.client_stalled() {
-        request_timeout()
-    } else {
-        broken_body()
+/// What a client's body failing means for the client.
+pub(super) fn client_fault(e: &ClientBodyError, route: &Route) -> Failure {
+    match e {
+        ClientBodyError::TooLarge(_) => too_large(route),
+        ClientBodyError::Stalled(_) => request_timeout(),
+        ClientBodyError::Broken(_) => broken_body(),
+    }
+}
+
+/// The failure of a body read from [`crate::body::from_client`], from its error.
+pub(super) fn body_fault(e: &BoxError, route: &Route) -> Failure {
+    match ClientBodyError::find(&**e) {
+        Some(e) => client_fault(e, route),
+        // Every error of such a body is a ClientBodyError; a broken body is the
+        // honest reading of any other.
+        None => broken_body(),
     }
 }
 
@@ -141,12 +149,14 @@ fn too_large(route: &Route) -> Failure {
     .into()
 }
 
-/// The client stopped sending its body (or sent it too slowly): its fault, 408.
+/// The client stopped sending its body (or sent it too slowly): its fault, 408. The
+/// connection closes: where the rest of the body would end is in doubt.
 pub(super) fn request_timeout() -> Failure {
     Rejection::new(
         ErrorCode::RequestTimeout,
         "the request body did not arrive in time (the client paused longer than client_body_timeout, or stopped sending)",
     )
+    .closing()
     .into()
 }
 

@@ -24,6 +24,9 @@ use crate::upstream::{MakeTransport, Transport, TransportFuture, circuit::Circui
 enum Step {
     /// Nobody listens: the connection is refused.
     Refuse,
+    /// Reads the whole request body first (failing as hyper's client does when the
+    /// body fails), then answers 200.
+    Drain,
     /// Answers `status` with `body` as JSON, after `after`.
     Reply {
         after: Duration,
@@ -66,11 +69,19 @@ impl App {
 impl Transport for App {
     fn call(&self, req: Request<crate::body::BoxBody>) -> TransportFuture {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        let (parts, _) = req.into_parts();
+        let (parts, body) = req.into_parts();
         let step = (self.script)(n, &parts);
         Box::pin(async move {
             match step {
                 Step::Refuse => Err(io::Error::from(io::ErrorKind::ConnectionRefused).into()),
+                Step::Drain => {
+                    let read = body.collect().await?.to_bytes();
+                    let body: AppBody =
+                        Full::new(Bytes::from(format!("{{\"read\":{}}}", read.len())))
+                            .map_err(|never| -> AppBodyError { match never {} })
+                            .boxed_unsync();
+                    Ok(Response::new(body))
+                }
                 Step::Reply {
                     after,
                     status,
@@ -93,10 +104,15 @@ impl Transport for App {
     }
 }
 
-/// A whole policy in one file: the upstream at `url`, then `main`.
+/// A whole policy in one file: the upstream at `url`, then `main`. Lines of `main`
+/// that start with `server.` go into `[server]`.
 fn policy_text(url: &str, main: &str) -> String {
+    let (server, main): (Vec<&str>, Vec<&str>) =
+        main.lines().partition(|l| l.starts_with("server."));
+    let server: Vec<&str> = server.iter().map(|l| &l["server.".len()..]).collect();
+    let (server, main) = (server.join("\n"), main.join("\n"));
     format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n[upstream]\nurl = \"{url}\"\nconnect_timeout = \"1s\"\ntimeout = \"5s\"\n{main}\n"
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{server}\n\n[upstream]\nurl = \"{url}\"\nconnect_timeout = \"1s\"\ntimeout = \"5s\"\n{main}\n"
     )
 }
 
@@ -148,11 +164,21 @@ impl Got {
 }
 
 async fn send(shared: &Arc<Shared>, method: &str, path: &str, headers: &[(&str, &str)]) -> Got {
+    send_body(shared, method, path, headers, Full::new(Bytes::new())).await
+}
+
+async fn send_body<B: crate::body::ClientBody>(
+    shared: &Arc<Shared>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: B,
+) -> Got {
     let mut req = Request::builder().method(method).uri(path);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let req = req.body(Full::new(Bytes::new())).unwrap();
+    let req = req.body(body).unwrap();
     let peer = Peer::new("127.0.0.1:40000".parse().unwrap());
     let resp = handle(shared.clone(), 0, req, peer).await;
     let (parts, body) = resp.into_parts();
@@ -498,4 +524,43 @@ async fn a_reload_swaps_the_policy_and_its_upstream_as_one() {
         &last.runtime.upstreams[0]
     ));
     assert_eq!(last.policy.routes.iter().next().unwrap().name.as_ref(), "y");
+}
+
+/// A body of `chunks`, ended, as a chunked upload arrives.
+async fn chunked(chunks: &[&'static [u8]]) -> http_body_util::channel::Channel<Bytes, io::Error> {
+    let (mut tx, body) = http_body_util::channel::Channel::<Bytes, io::Error>::new(chunks.len());
+    for c in chunks {
+        tx.send_data(Bytes::from_static(c)).await.unwrap();
+    }
+    body
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_body_that_fails_while_the_app_reads_it_is_the_clients_error() {
+    let app = App::new(|_, _| Step::Drain);
+    let shared = proxy(
+        "server.client_body_timeout = \"2s\"\n[[route]]\nname = \"up\"\npath = \"/upload\"\nmax_body = \"10B\"\n",
+        &app,
+    );
+    // Within the limit: streamed to the app as it is.
+    let r = send_body(&shared, "POST", "/upload", &[], chunked(&[b"12345"]).await).await;
+    assert_eq!((r.status, r.json()["read"].as_u64()), (200, Some(5)));
+    // Past it, with no Content-Length to refuse up front: cut off while it streams.
+    let big = chunked(&[b"123456", b"789012"]).await;
+    let r = send_body(&shared, "POST", "/upload", &[], big).await;
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert_eq!(r.json()["error"]["code"], "PAYLOAD_TOO_LARGE");
+    assert!(r.header("connection").is_none());
+    // A client that stops sending half way: 408, and the connection closes.
+    let (mut tx, stalled) = http_body_util::channel::Channel::<Bytes, io::Error>::new(4);
+    tx.send_data(Bytes::from_static(b"12")).await.unwrap();
+    let r = send_body(&shared, "POST", "/upload", &[], stalled).await;
+    assert_eq!(r.status, 408, "{}", r.body);
+    assert_eq!(r.header("connection"), Some("close"));
+    drop(tx);
+    // The app was up throughout: the breaker saw no failure.
+    assert_eq!(shared.circuit.state(), CircuitState::Closed);
+    let m = admin(&shared, "/metrics").await.body;
+    let series = "sitegate_upstream_failures_total{route=\"up\",reason=\"connect\"}";
+    assert_eq!(metric(&m, series).unwrap_or(0.0), 0.0, "{m}");
 }

@@ -17,7 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::body::{AppBody, AppBodyError, BoxBody, BoxError};
+use crate::body::{AppBody, AppBodyError, BoxBody, BoxError, ClientBodyError};
 use crate::error::UpstreamFailure;
 use crate::policy::UpstreamSettings;
 
@@ -99,37 +99,91 @@ impl Upstream {
         &self,
         mut req: Request<BoxBody>,
         timeout: Duration,
-    ) -> Result<Response<AppBody>, UpstreamFailure> {
+    ) -> Result<Response<AppBody>, SendError> {
         let mut parts = std::mem::take(req.uri_mut()).into_parts();
         parts.scheme = Some(http::uri::Scheme::HTTP);
         parts.authority = Some(self.authority.clone());
         if parts.path_and_query.is_none() {
             parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
         }
-        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| UpstreamFailure::InvalidResponse)?;
+        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| SendError::Uri)?;
         // The app speaks HTTP/1.1 whatever the client spoke to sitegate.
         *req.version_mut() = Version::HTTP_11;
         match tokio::time::timeout(timeout, self.transport.call(req)).await {
-            Err(_) => Err(UpstreamFailure::Timeout),
+            Err(_) => Err(SendError::Timeout(timeout)),
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(classify(&*e)),
+            Ok(Err(e)) => Err(SendError::Transport(e)),
         }
     }
 }
 
-/// Connect timeouts count as `timeout`; every other transport error (refused, reset,
-/// closed before the response) as `connect`.
-fn classify(err: &(dyn StdError + 'static)) -> UpstreamFailure {
-    let mut source = Some(err);
+/// Why a call to the app brought no response head, with its cause kept whole until
+/// the pipeline classifies it ([`SendError::classify`]) and logs it.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No response head within the route's timeout.
+    #[error("no response head within {0:?}")]
+    Timeout(Duration),
+    /// The request's path could not be joined to the upstream's address.
+    #[error("the request URI cannot be made absolute")]
+    Uri,
+    /// The transport failed: connecting, writing the request (or its body), or
+    /// reading the answer.
+    #[error("{}", chain(&**.0))]
+    Transport(BoxError),
+}
+
+/// Whose failure a [`SendError`] is.
+#[derive(Debug)]
+pub enum Blame<'a> {
+    /// The client's body failed while the app was reading it.
+    Client(&'a ClientBodyError),
+    /// The app (or the way to it).
+    App(UpstreamFailure),
+    /// sitegate itself.
+    Internal(&'static str),
+}
+
+impl SendError {
+    /// The one classification of a failed call. Connect timeouts count as
+    /// `timeout`; every other transport error (refused, reset, closed before the
+    /// response) as `connect`, unless the client's body is what broke.
+    pub fn classify(&self) -> Blame<'_> {
+        let err = match self {
+            SendError::Timeout(_) => return Blame::App(UpstreamFailure::Timeout),
+            SendError::Uri => return Blame::Internal("the request URI cannot be made absolute"),
+            SendError::Transport(e) => &**e,
+        };
+        if let Some(client) = ClientBodyError::find(err) {
+            return Blame::Client(client);
+        }
+        let mut source = Some(err as &(dyn StdError + 'static));
+        while let Some(e) = source {
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && io.kind() == std::io::ErrorKind::TimedOut
+            {
+                return Blame::App(UpstreamFailure::Timeout);
+            }
+            source = e.source();
+        }
+        Blame::App(UpstreamFailure::Connect)
+    }
+}
+
+/// An error and its causes, as one line: `a: b: c`.
+fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
     while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return UpstreamFailure::Timeout;
+        let next = e.to_string();
+        // Wrappers often repeat their cause's text.
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
         }
         source = e.source();
     }
-    UpstreamFailure::Connect
+    text
 }
 
 /// The circuit breaker shared by every worker. The lock is held for a few
@@ -218,5 +272,53 @@ impl Circuit {
     /// The current state.
     pub fn state(&self) -> circuit::CircuitState {
         self.with(|b| b.state())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error that wraps another, as hyper's client errors do.
+    #[derive(Debug, thiserror::Error)]
+    #[error("client error (SendRequest)")]
+    struct Wrapper(#[source] BoxError);
+
+    fn transport(e: impl StdError + Send + Sync + 'static) -> SendError {
+        SendError::Transport(Box::new(Wrapper(Box::new(e))))
+    }
+
+    #[test]
+    fn a_send_error_is_blamed_on_whoever_caused_it_and_keeps_its_text() {
+        let refused = transport(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(matches!(
+            refused.classify(),
+            Blame::App(UpstreamFailure::Connect)
+        ));
+        assert!(
+            refused
+                .to_string()
+                .starts_with("client error (SendRequest): "),
+            "{refused}"
+        );
+        let slow = transport(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert!(matches!(
+            slow.classify(),
+            Blame::App(UpstreamFailure::Timeout)
+        ));
+        let head = SendError::Timeout(Duration::from_secs(2));
+        assert!(matches!(
+            head.classify(),
+            Blame::App(UpstreamFailure::Timeout)
+        ));
+        // The client's body broke while the app read it: the client's fault, however
+        // deep in the chain it sits.
+        let big = transport(Wrapper(Box::new(ClientBodyError::TooLarge(10))));
+        assert!(matches!(
+            big.classify(),
+            Blame::Client(ClientBodyError::TooLarge(10))
+        ));
+        assert!(big.to_string().ends_with("larger than 10 bytes"), "{big}");
+        assert!(matches!(SendError::Uri.classify(), Blame::Internal(_)));
     }
 }
