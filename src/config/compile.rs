@@ -11,7 +11,7 @@ use http::Method;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
-use super::diag::{Diagnostic, Diagnostics};
+use super::diag::{Diagnostic, Diagnostics, Sink};
 use super::raw::{
     RawFile, RawLimits, RawLogging, RawRedaction, RawResources, RawRoute, RawSchema, RawServer,
     RawUnmatched, RawUpstream, UnmatchedAction,
@@ -26,24 +26,6 @@ use crate::policy::{
 use crate::policy::DEFAULT_MAX_BODY;
 const DEFAULT_MAX_INFLIGHT: usize = 1024;
 const DEFAULT_BUFFER_BUDGET: u64 = 256 << 20;
-
-/// Collects problems against the file they belong to.
-pub(super) struct Sink<'a> {
-    pub(super) diags: Vec<Diagnostic>,
-    pub(super) file: &'a Path,
-    pub(super) text: &'a str,
-}
-
-impl Sink<'_> {
-    pub(super) fn at<T>(&mut self, spanned: &Spanned<T>, message: impl Into<String>) {
-        self.diags.push(Diagnostic::at(
-            self.file,
-            self.text,
-            Some(spanned.span()),
-            message,
-        ));
-    }
-}
 
 /// Drops the value serde quotes in a type error (`invalid type: string "…", expected
 /// …`): a diagnostic names the place, never the text, which may be a pasted secret.

@@ -9,8 +9,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use toml::Spanned;
 
 use super::Source;
-use super::compile::Sink;
 use super::diag::Diagnostic;
+use super::diag::Sink;
 use super::raw::{RawCircuit, RawFallback, RawRetry, RawRetryBudget, RawRetryOn};
 use crate::error::UpstreamFailure;
 use crate::fallback::Fallback;

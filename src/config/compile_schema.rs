@@ -7,8 +7,8 @@ use std::sync::Arc;
 use toml::Spanned;
 
 use super::Source;
-use super::compile::Sink;
 use super::diag::Diagnostic;
+use super::diag::Sink;
 use super::raw::{RawBatch, RawField, RawSchema, RawTypes};
 use crate::guard::validate::schema::{BodyRules, Format, Kind, ObjectRule, RecordRules, Rule};
 use crate::policy::Limits;

@@ -6,6 +6,8 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use toml::Spanned;
+
 /// One problem in one policy file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -95,6 +97,24 @@ impl fmt::Display for Diagnostics {
 }
 
 impl std::error::Error for Diagnostics {}
+
+/// Collects problems against the file they belong to.
+pub(crate) struct Sink<'a> {
+    pub(crate) diags: Vec<Diagnostic>,
+    pub(crate) file: &'a Path,
+    pub(crate) text: &'a str,
+}
+
+impl Sink<'_> {
+    pub(crate) fn at<T>(&mut self, spanned: &Spanned<T>, message: impl Into<String>) {
+        self.diags.push(Diagnostic::at(
+            self.file,
+            self.text,
+            Some(spanned.span()),
+            message,
+        ));
+    }
+}
 
 #[cfg(test)]
 mod tests {

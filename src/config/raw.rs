@@ -1,6 +1,7 @@
 //! The policy files as written: serde structs that mirror the TOML one to one and
 //! refuse unknown keys. Nothing here is checked beyond its type; `compile` does that.
 
+pub use crate::policy::{LogFormat, UnmatchedAction};
 use std::net::SocketAddr;
 
 use serde::Deserialize;
@@ -294,17 +295,6 @@ pub struct RawLogging {
     pub max_files: Option<Spanned<usize>>,
 }
 
-/// How log lines are written.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// One JSON object a line (the default: for collectors).
-    #[default]
-    Json,
-    /// Human-readable lines (for a terminal).
-    Pretty,
-}
-
 /// `[[route]]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -370,15 +360,4 @@ pub enum RawRetryOn {
 pub struct RawUnmatched {
     #[serde(default)]
     pub action: UnmatchedAction,
-}
-
-/// What happens to a request no route matches.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UnmatchedAction {
-    /// Forward it under the global limits.
-    #[default]
-    Pass,
-    /// Answer 404 `NOT_FOUND`.
-    Deny,
 }

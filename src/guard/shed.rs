@@ -3,16 +3,7 @@
 
 use crate::error::{ErrorCode, Rejection};
 
-/// `[resources]`
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ShedSettings {
-    /// Shed above this share of system memory in use (percent).
-    pub memory_percent: f32,
-    /// Shed above this system CPU use (percent).
-    pub cpu_percent: f32,
-    /// How often the monitor samples; also the `Retry-After` given.
-    pub sample_every: std::time::Duration,
-}
+pub use crate::policy::ShedSettings;
 
 /// The monitor's last reading.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -30,16 +30,7 @@ enum Msg {
     Flush(SyncSender<()>),
 }
 
-/// A log file with size-based rotation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileSettings {
-    /// The current file; rotated ones get `.1`, `.2`, ... (`.1` the newest).
-    pub path: PathBuf,
-    /// Rotate once the current file passes this size.
-    pub max_size: u64,
-    /// Files kept in all, the current one included; older ones are deleted.
-    pub max_files: usize,
-}
+pub use crate::policy::FileSettings;
 
 /// The log file could not be opened.
 #[derive(Debug, thiserror::Error)]

@@ -2,18 +2,16 @@
 //! `config::compile`, shared through an `ArcSwap`, never changed in place: a reload
 //! builds a new one.
 
+pub mod access;
 pub mod models;
 mod route;
+pub mod schema;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use route::{RetryPolicy, Route, RouteModel, RouteTable, StatusSet, UNMATCHED, ValueSource};
-
-pub use crate::upstream::circuit::CircuitSettings;
-
-pub use crate::config::raw::{LogFormat, UnmatchedAction};
 
 /// Everything compiled from the policy files.
 #[derive(Debug)]
@@ -35,13 +33,13 @@ pub struct Policy {
     /// `[redaction]`
     pub redaction: RedactionPolicy,
     /// `[resources]`
-    pub shed: crate::guard::shed::ShedSettings,
+    pub shed: ShedSettings,
     /// `[[model]]`
     pub models: models::ModelTable,
     /// `[model_policy]`
     pub model_policy: models::ModelPolicy,
     /// `[access]`
-    pub access: crate::guard::access::AccessPolicy,
+    pub access: access::AccessPolicy,
     /// `[audit]`
     pub audit: AuditSettings,
     /// Files that hold secrets on purpose (a JWT secret file): `verify` does not
@@ -270,7 +268,7 @@ pub struct LoggingSettings {
     /// A `tracing` filter such as `info` or `info,hyper=warn` (reloadable).
     pub level: String,
     /// A rotating log file besides stdout (fixed at start).
-    pub file: Option<crate::observe::sink::FileSettings>,
+    pub file: Option<FileSettings>,
 }
 
 impl Policy {
@@ -304,4 +302,59 @@ impl Policy {
         }
         out
     }
+}
+
+/// `[upstream.circuit]`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitSettings {
+    /// Failures in a row that open the circuit; 0 disables the breaker.
+    pub consecutive_failures: u32,
+    /// How long the circuit first stays open.
+    pub open_for: Duration,
+    /// The longest it stays open after repeated failed probes.
+    pub max_open_for: Duration,
+}
+
+/// `[resources]`
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ShedSettings {
+    /// Shed above this share of system memory in use (percent).
+    pub memory_percent: f32,
+    /// Shed above this system CPU use (percent).
+    pub cpu_percent: f32,
+    /// How often the monitor samples; also the `Retry-After` given.
+    pub sample_every: std::time::Duration,
+}
+
+/// A log file with size-based rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSettings {
+    /// The current file; rotated ones get `.1`, `.2`, ... (`.1` the newest).
+    pub path: std::path::PathBuf,
+    /// Rotate once the current file passes this size.
+    pub max_size: u64,
+    /// Files kept in all, the current one included; older ones are deleted.
+    pub max_files: usize,
+}
+
+/// How log lines are written.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object a line (the default: for collectors).
+    #[default]
+    Json,
+    /// Human-readable lines (for a terminal).
+    Pretty,
+}
+
+/// What happens to a request no route matches.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnmatchedAction {
+    /// Forward it under the global limits.
+    #[default]
+    Pass,
+    /// Answer 404 `NOT_FOUND`.
+    Deny,
 }

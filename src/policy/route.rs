@@ -41,11 +41,11 @@ pub struct Route {
     /// May be refused (429) while the host is short of memory or CPU.
     pub shed: bool,
     /// JSON body rules, when the route validates its bodies.
-    pub body: Option<crate::guard::validate::schema::BodyRules>,
+    pub body: Option<super::schema::BodyRules>,
     /// The model this route touches, when it is under the model-lock policy.
     pub model: Option<RouteModel>,
     /// What callers must show.
-    pub auth: crate::guard::access::Auth,
+    pub auth: super::access::Auth,
 }
 
 /// Where a request carries a value.
@@ -161,7 +161,7 @@ impl Route {
             shed: true,
             body: None,
             model: None,
-            auth: crate::guard::access::Auth::None,
+            auth: super::access::Auth::None,
         }
     }
 

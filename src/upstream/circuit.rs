@@ -10,16 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// `[upstream.circuit]`
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CircuitSettings {
-    /// Failures in a row that open the circuit; 0 disables the breaker.
-    pub consecutive_failures: u32,
-    /// How long the circuit first stays open.
-    pub open_for: Duration,
-    /// The longest it stays open after repeated failed probes.
-    pub max_open_for: Duration,
-}
+pub use crate::policy::CircuitSettings;
 
 /// Where the breaker stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 //! no more than its size.
 
 mod fast;
-pub mod schema;
+pub use crate::policy::schema;
 
 use std::fmt;
 
