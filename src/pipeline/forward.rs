@@ -199,7 +199,6 @@ pub(super) async fn forward<B: ClientBody>(
                     ctx.upstream_cause = Some(e.to_string());
                     Forwarded::Failed(failure, None)
                 }
-                Blame::Internal(what) => return Err(Failure::Internal(what)),
             },
             Ok(resp) => {
                 shared

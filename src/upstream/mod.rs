@@ -4,6 +4,7 @@
 //! upstream error is classified into an `UpstreamFailure`.
 
 pub mod circuit;
+mod direct;
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -12,12 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response, Uri, Version};
-use http_body_util::BodyExt;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::body::{AppBody, AppBodyError, BoxBody, BoxError, ClientBodyError};
+use crate::body::{AppBody, BoxBody, BoxError, ClientBodyError};
 use crate::error::UpstreamFailure;
 use crate::policy::UpstreamSettings;
 
@@ -26,10 +23,11 @@ pub type TransportFuture =
     Pin<Box<dyn Future<Output = Result<Response<AppBody>, BoxError>> + Send + 'static>>;
 
 /// Carries one request to the app and resolves to its response head. An error keeps
-/// its cause chain: [`Upstream::send`] reads it to tell a timeout from a refusal.
+/// its cause chain: [`SendError::classify`] reads it to tell a timeout from a refusal,
+/// and the app's failure from the client's.
 pub trait Transport: Send + Sync + 'static {
-    /// Sends `req`, whose URI is absolute (`http://app/path`) and whose version is
-    /// HTTP/1.1.
+    /// Sends `req`, whose URI is in origin form (`/path?query`) and whose version is
+    /// HTTP/1.1; the transport knows where the app is.
     fn call(&self, req: Request<BoxBody>) -> TransportFuture;
 }
 
@@ -37,51 +35,14 @@ pub trait Transport: Send + Sync + 'static {
 /// again when a reload changes the pool settings.
 pub type MakeTransport = Arc<dyn Fn(&UpstreamSettings) -> Arc<dyn Transport> + Send + Sync>;
 
-/// The pooled hyper client: what a running proxy uses.
+/// What a running proxy uses: one [`direct::Direct`] pool per worker.
 pub fn pooled() -> MakeTransport {
-    Arc::new(|settings| Arc::new(Pooled::new(settings)))
-}
-
-/// A connection pool to one upstream.
-struct Pooled {
-    client: Client<HttpConnector, BoxBody>,
-}
-
-impl Pooled {
-    /// A pool for `settings`; no connection is opened until the first request.
-    fn new(settings: &UpstreamSettings) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            // Without a timer the pool never evicts idle connections.
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(settings.pool_idle_timeout)
-            .pool_max_idle_per_host(settings.pool_max_idle)
-            // A request whose connection closed before it was sent is retried on another;
-            // the body has not been read yet, so this is safe for every method.
-            .retry_canceled_requests(true)
-            .build(connector);
-        Pooled { client }
-    }
-}
-
-impl Transport for Pooled {
-    fn call(&self, req: Request<BoxBody>) -> TransportFuture {
-        let answer = self.client.request(req);
-        Box::pin(async move {
-            let resp = answer.await?;
-            Ok(resp.map(|body| body.map_err(|e| AppBodyError(e.into())).boxed_unsync()))
-        })
-    }
+    Arc::new(|settings| Arc::new(direct::Direct::new(settings)))
 }
 
 /// The app, as one worker reaches it.
 pub struct Upstream {
     transport: Arc<dyn Transport>,
-    authority: http::uri::Authority,
 }
 
 impl Upstream {
@@ -89,24 +50,25 @@ impl Upstream {
     pub fn new(settings: &UpstreamSettings, make: &MakeTransport) -> Self {
         Upstream {
             transport: make(settings),
-            authority: settings.authority.clone(),
         }
     }
 
-    /// Sends `req` (whose URI holds only the path and query) and waits at most
-    /// `timeout` for the response head.
+    /// Sends `req` and waits at most `timeout` for the response head.
     pub async fn send(
         &self,
         mut req: Request<BoxBody>,
         timeout: Duration,
     ) -> Result<Response<AppBody>, SendError> {
-        let mut parts = std::mem::take(req.uri_mut()).into_parts();
-        parts.scheme = Some(http::uri::Scheme::HTTP);
-        parts.authority = Some(self.authority.clone());
-        if parts.path_and_query.is_none() {
-            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        // The request line carries the path and query only (an HTTP/2 request's URI
+        // also holds its scheme and authority, which the Host header carries).
+        if req.uri().scheme().is_some() || req.uri().path_and_query().is_none() {
+            let path = req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+            *req.uri_mut() = Uri::from(path);
         }
-        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| SendError::Uri)?;
         // The app speaks HTTP/1.1 whatever the client spoke to sitegate.
         *req.version_mut() = Version::HTTP_11;
         match tokio::time::timeout(timeout, self.transport.call(req)).await {
@@ -124,9 +86,6 @@ pub enum SendError {
     /// No response head within the route's timeout.
     #[error("no response head within {0:?}")]
     Timeout(Duration),
-    /// The request's path could not be joined to the upstream's address.
-    #[error("the request URI cannot be made absolute")]
-    Uri,
     /// The transport failed: connecting, writing the request (or its body), or
     /// reading the answer.
     #[error("{}", chain(&**.0))]
@@ -140,8 +99,6 @@ pub enum Blame<'a> {
     Client(&'a ClientBodyError),
     /// The app (or the way to it).
     App(UpstreamFailure),
-    /// sitegate itself.
-    Internal(&'static str),
 }
 
 impl SendError {
@@ -151,7 +108,6 @@ impl SendError {
     pub fn classify(&self) -> Blame<'_> {
         let err = match self {
             SendError::Timeout(_) => return Blame::App(UpstreamFailure::Timeout),
-            SendError::Uri => return Blame::Internal("the request URI cannot be made absolute"),
             SendError::Transport(e) => &**e,
         };
         if let Some(client) = ClientBodyError::find(err) {
@@ -319,6 +275,5 @@ mod tests {
             Blame::Client(ClientBodyError::TooLarge(10))
         ));
         assert!(big.to_string().ends_with("larger than 10 bytes"), "{big}");
-        assert!(matches!(SendError::Uri.classify(), Blame::Internal(_)));
     }
 }
