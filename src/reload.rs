@@ -226,6 +226,7 @@ pub(crate) fn reload_once(
                 Some((current, &serving.runtime)),
                 shared.workers,
                 &shared.transport,
+                &shared.metrics,
             );
             if next.logging.level != current.logging.level
                 && let Some(set) = &shared.set_log_level

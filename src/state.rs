@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::observe::metrics::Metrics;
+use crate::observe::metrics::{Metrics, RouteMetrics};
 use crate::policy::Policy;
 use tower::retry::budget::TpsBudget;
 
@@ -206,6 +206,8 @@ pub struct Runtime {
     pub rate_limiter: Option<Arc<RateLimiter>>,
     /// Failed credentials per client.
     pub auth_failures: Arc<AuthFailures>,
+    /// Each route's metric handles, by `Route::index`.
+    pub routes: Vec<RouteMetrics>,
 }
 
 impl Runtime {
@@ -217,6 +219,7 @@ impl Runtime {
         current: Option<(&Policy, &Runtime)>,
         workers: usize,
         transport: &MakeTransport,
+        metrics: &Metrics,
     ) -> Runtime {
         let keep =
             |same: &dyn Fn(&Policy) -> bool| current.filter(|(p, _)| same(p)).map(|(_, r)| r);
@@ -244,6 +247,11 @@ impl Runtime {
             retry_budget,
             rate_limiter,
             auth_failures,
+            routes: next
+                .routes
+                .all()
+                .map(|r| RouteMetrics::new(metrics, r.name.clone()))
+                .collect(),
         }
     }
 }
@@ -314,7 +322,8 @@ impl Shared {
     /// worker, the breaker, the budgets and limiters) built from it.
     pub fn new(policy: Policy, setup: Setup) -> Self {
         let budget_bytes = policy.limits.buffer_budget;
-        let runtime = Runtime::build(&policy, None, setup.workers, &setup.transport);
+        let metrics = Metrics::default();
+        let runtime = Runtime::build(&policy, None, setup.workers, &setup.transport, &metrics);
         Shared {
             serving: ArcSwap::from_pointee(Snapshot {
                 policy: Arc::new(policy),
@@ -326,7 +335,7 @@ impl Shared {
             buffer_budget: Arc::new(tokio::sync::Semaphore::new(budget_permits(budget_bytes))),
             buffer_budget_total: budget_bytes,
             resources: Default::default(),
-            metrics: Metrics::default(),
+            metrics,
             inflight: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             status: Mutex::new(ReloadStatus {

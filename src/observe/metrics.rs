@@ -329,6 +329,63 @@ impl Metrics {
     }
 }
 
+/// One route's metric handles, resolved once per policy: a family lookup hashes its
+/// labels and takes a lock on every call, and a request makes three.
+pub struct RouteMetrics {
+    /// `sitegate_request_duration_seconds{route}`
+    pub request_duration: Histogram,
+    /// `sitegate_upstream_duration_seconds{route}`
+    pub upstream_duration: Histogram,
+    /// `sitegate_requests_total{route,method,status}`, by method and status class
+    /// index, made on first use (most never are).
+    requests: [[std::sync::OnceLock<Counter>; STATUS_CLASSES.len()]; METHODS.len()],
+    route: NameLabel,
+}
+
+const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "OTHER",
+];
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+impl RouteMetrics {
+    /// The handles of `route`'s series in `metrics`.
+    pub fn new(metrics: &Metrics, route: Arc<str>) -> Self {
+        let label = RouteLabel {
+            route: NameLabel(route.clone()),
+        };
+        RouteMetrics {
+            request_duration: metrics.request_duration.get_or_create(&label).clone(),
+            upstream_duration: metrics.upstream_duration.get_or_create(&label).clone(),
+            requests: Default::default(),
+            route: NameLabel(route),
+        }
+    }
+
+    /// The counter of finished requests with `method` and `status`.
+    pub fn requests(&self, metrics: &Metrics, method: &http::Method, status: u16) -> &Counter {
+        let method = method_label(method);
+        let status = status_class(status);
+        let m = METHODS
+            .iter()
+            .position(|x| *x == method)
+            .unwrap_or(METHODS.len() - 1);
+        let s = STATUS_CLASSES
+            .iter()
+            .position(|x| *x == status)
+            .unwrap_or(STATUS_CLASSES.len() - 1);
+        self.requests[m][s].get_or_init(|| {
+            metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    route: self.route.clone(),
+                    method,
+                    status,
+                })
+                .clone()
+        })
+    }
+}
+
 /// The status class label of a status code.
 pub fn status_class(status: u16) -> &'static str {
     match status {
@@ -360,6 +417,41 @@ pub fn method_label(method: &http::Method) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route_handles_count_into_the_families_series() {
+        let m = Metrics::default();
+        let r = RouteMetrics::new(&m, "r".into());
+        r.requests(&m, &http::Method::GET, 204).inc();
+        r.requests(&m, &http::Method::GET, 200).inc();
+        r.requests(&m, &http::Method::from_bytes(b"PURGE").unwrap(), 503)
+            .inc();
+        r.request_duration.observe(0.25);
+        let text = m.encode();
+        let count = |series: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+                .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+                .to_string()
+        };
+        assert_eq!(
+            count("sitegate_requests_total{route=\"r\",method=\"GET\",status=\"2xx\"}"),
+            "2"
+        );
+        assert_eq!(
+            count("sitegate_requests_total{route=\"r\",method=\"OTHER\",status=\"5xx\"}"),
+            "1"
+        );
+        assert_eq!(
+            count("sitegate_request_duration_seconds_count{route=\"r\"}"),
+            "1"
+        );
+        // Made with the handles, before any request: the series is there at 0.
+        assert_eq!(
+            count("sitegate_upstream_duration_seconds_count{route=\"r\"}"),
+            "0"
+        );
+    }
 
     #[test]
     fn exposition_has_the_designed_names() {

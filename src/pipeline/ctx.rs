@@ -36,6 +36,8 @@ pub(crate) struct Ctx {
     /// is `uri`'s): what routes and guards read.
     pub(super) decoded_path: Option<Box<str>>,
     pub(super) route: Arc<str>,
+    /// The matched route's `Route::index`, once routed.
+    pub(super) route_index: Option<usize>,
     pub(super) slow_after: Option<std::time::Duration>,
     pub(super) start: Instant,
     pub(super) inflight_at_start: usize,
@@ -86,6 +88,7 @@ impl Ctx {
             uri: req.uri().clone(),
             decoded_path: None,
             route: Arc::from(crate::policy::UNMATCHED),
+            route_index: None,
             slow_after: None,
             start: Instant::now(),
             inflight_at_start,
@@ -232,18 +235,27 @@ impl Drop for Ctx {
         m.inflight.dec();
         m.bytes_in.inc_by(bytes_in);
         m.bytes_out.inc_by(self.bytes_out);
-        m.requests
-            .get_or_create(&RequestLabels {
-                route: NameLabel(self.route.clone()),
-                method: method_label(&self.method),
-                status: status_class(self.status),
-            })
-            .inc();
-        m.request_duration
-            .get_or_create(&RouteLabel {
-                route: NameLabel(self.route.clone()),
-            })
-            .observe(elapsed.as_secs_f64());
+        match self.route_index.and_then(|i| self.runtime.routes.get(i)) {
+            Some(route) => {
+                route.requests(m, &self.method, self.status).inc();
+                route.request_duration.observe(elapsed.as_secs_f64());
+            }
+            // Refused before it was routed (framing, the inflight cap).
+            None => {
+                m.requests
+                    .get_or_create(&RequestLabels {
+                        route: NameLabel(self.route.clone()),
+                        method: method_label(&self.method),
+                        status: status_class(self.status),
+                    })
+                    .inc();
+                m.request_duration
+                    .get_or_create(&RouteLabel {
+                        route: NameLabel(self.route.clone()),
+                    })
+                    .observe(elapsed.as_secs_f64());
+            }
+        }
         if let Some(limit) = self.slow_after.filter(|l| elapsed > *l) {
             tracing::warn!(
                 category = Category::Perf.as_str(),
@@ -293,11 +305,13 @@ pub(super) fn millis(d: std::time::Duration) -> f64 {
 /// context until the body is done.
 pub struct Observed {
     inner: BoxBody,
-    ctx: Ctx,
+    /// Boxed: the response moves through the server's layers by value, and a context
+    /// inline would be copied at each (it is a few hundred bytes).
+    ctx: Box<Ctx>,
 }
 
 impl Observed {
-    pub(super) fn new(inner: BoxBody, ctx: Ctx) -> Self {
+    pub(super) fn new(inner: BoxBody, ctx: Box<Ctx>) -> Self {
         Observed { inner, ctx }
     }
 }

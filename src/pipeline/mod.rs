@@ -63,7 +63,13 @@ pub async fn handle<B: ClientBody>(
         _ => HeaderValue::from_str(&headers::new_request_id(fastrand::u64(..)))
             .unwrap_or_else(|_| HeaderValue::from_static("req_000000000000")),
     };
-    let mut ctx = Ctx::new(shared, serving.runtime.clone(), worker, request_id, &req);
+    let mut ctx = Box::new(Ctx::new(
+        shared,
+        serving.runtime.clone(),
+        worker,
+        request_id,
+        &req,
+    ));
     ctx.active = Some(peer.activity.begin());
     // Framing sitegate will not pass on: answered, and the connection closed after the
     // answer, since where the next request starts is what is in doubt.
@@ -207,6 +213,7 @@ fn route<'p>(
     let path = ctx.decoded_path.as_deref().unwrap_or(parts.uri.path());
     let route = decide::route(policy, &parts.method, path)?;
     ctx.route = route.name.clone();
+    ctx.route_index = Some(route.index);
     ctx.slow_after = route.slow_after;
     Ok(route)
 }

@@ -13,6 +13,9 @@ use crate::fallback::Fallback;
 pub struct Route {
     /// Stable name, used in logs and metric labels.
     pub name: Arc<str>,
+    /// Its place in the table (the catch-all comes after the configured routes): what
+    /// per-route state built from the policy is indexed by.
+    pub index: usize,
     /// The path pattern, matchit syntax; `None` for the unmatched catch-all.
     matcher: Option<matchit::Router<()>>,
     /// The pattern as written in the policy.
@@ -146,6 +149,7 @@ impl Route {
     ) -> Self {
         Route {
             name: Arc::from(name),
+            index: 0,
             matcher: pattern,
             pattern: None,
             methods,
@@ -203,8 +207,19 @@ pub struct RouteTable {
 pub const UNMATCHED: &str = "unmatched";
 
 impl RouteTable {
-    pub(crate) fn new(routes: Vec<Route>, unmatched: Option<Route>) -> Self {
+    pub(crate) fn new(mut routes: Vec<Route>, mut unmatched: Option<Route>) -> Self {
+        for (i, r) in routes.iter_mut().enumerate() {
+            r.index = i;
+        }
+        if let Some(u) = &mut unmatched {
+            u.index = routes.len();
+        }
         RouteTable { routes, unmatched }
+    }
+
+    /// Every route a request can match, the catch-all last, each at its `index`.
+    pub fn all(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter().chain(self.unmatched.as_ref())
     }
 
     /// The route for a request: the first whose method and path match, else the
