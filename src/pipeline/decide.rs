@@ -26,8 +26,8 @@ pub(super) fn canonicalize(
     canon::method(&parts.method)?;
     let http2 = parts.version == http::Version::HTTP_2;
     let origin = canon::target(&parts.uri, &parts.headers, http2)?;
-    let (sent, query) = match origin.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
+    let (sent, query) = match memchr::memchr(b'?', origin.as_bytes()) {
+        Some(i) => (&origin[..i], Some(&origin[i + 1..])),
         None => (origin, None),
     };
     let canonical = canon::path(sent)?;
