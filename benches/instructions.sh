@@ -86,30 +86,9 @@ echo "$what: sitegate $sg instructions per request (callgrind, $N requests)"
 [ "${NGINX:-1}" = 0 ] && exit 0
 
 NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
-cat >"$work/nginx.conf" <<NGINXCONF
-daemon off;
+write_nginx_conf "$NGINX_PORT" "$UP_PORT" "daemon off;
 master_process off;
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    upstream app { server 127.0.0.1:$UP_PORT; keepalive 128; }
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        client_max_body_size 10m;
-        location / {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_request_buffering off;
-            proxy_buffering off;
-        }
-    }
-}
-NGINXCONF
+worker_processes 1;"
 valgrind --tool=callgrind --callgrind-out-file="$work/ng.out" \
     "$NGINX_BIN" -c "$work/nginx.conf" -p "$work" >"$work/nginx.log" 2>&1 &
 ng_pid=$!

@@ -42,6 +42,36 @@ start_upstream() {
     wait_port "$1"
 }
 
+# nginx, the reference reverse proxy, configured the way an operator would for this:
+# upstream keepalive, and bodies streamed both ways as sitegate's pass-through does
+# (nginx's default buffers a body over 16 KB to a temporary file); the access log off.
+# The lines of "$3" open the file (the process model: `worker_processes auto;`, or one
+# worker in the foreground for callgrind).
+write_nginx_conf() { # listen-port upstream-port top-level-directives
+    cat >"$work/nginx.conf" <<NGINXCONF
+$3
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    upstream app { server 127.0.0.1:$2; keepalive 128; }
+    server {
+        listen 127.0.0.1:$1;
+        client_max_body_size 10m;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_request_buffering off;
+            proxy_buffering off;
+        }
+    }
+}
+NGINXCONF
+}
+
 # sitegate's policy in $work, one route per way of running it:
 #   pass       a pass-through route (no guard, no redaction; unmatched paths such as
 #              "/big" pass too)

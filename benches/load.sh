@@ -32,31 +32,7 @@ cargo build --release --quiet --bin sitegate --example upstream
 
 start_upstream "$UP_PORT"
 
-# nginx: the reference reverse proxy, configured the way an operator would for this:
-# upstream keepalive, and bodies streamed both ways as sitegate's pass-through does
-# (nginx's default buffers a body over 16 KB to a temporary file).
-cat >"$work/nginx.conf" <<NGINX
-worker_processes auto;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    upstream app { server 127.0.0.1:$UP_PORT; keepalive 128; }
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        client_max_body_size 10m;
-        location / {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_request_buffering off;
-            proxy_buffering off;
-        }
-    }
-}
-NGINX
+write_nginx_conf "$NGINX_PORT" "$UP_PORT" "worker_processes auto;"
 "$NGINX" -c "$work/nginx.conf" -p "$work"
 wait_port "$NGINX_PORT"
 

@@ -154,6 +154,19 @@ struct Got {
 }
 
 impl Got {
+    async fn read<B: http_body::Body>(resp: Response<B>) -> Got
+    where
+        B::Error: std::fmt::Debug,
+    {
+        let (parts, body) = resp.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        Got {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
     fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
@@ -180,15 +193,8 @@ async fn send_body<B: crate::body::ClientBody>(
     }
     let req = req.body(body).unwrap();
     let peer = Peer::new("127.0.0.1:40000".parse().unwrap());
-    let resp = handle(shared.clone(), 0, req, peer).await;
-    let (parts, body) = resp.into_parts();
     // Collecting the body ends the request: its access line and metrics are written.
-    let bytes = body.collect().await.unwrap().to_bytes();
-    Got {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
-    }
+    Got::read(handle(shared.clone(), 0, req, peer).await).await
 }
 
 async fn get(shared: &Arc<Shared>, path: &str) -> Got {
@@ -197,14 +203,7 @@ async fn get(shared: &Arc<Shared>, path: &str) -> Got {
 
 async fn admin(shared: &Arc<Shared>, path: &str) -> Got {
     let req = Request::builder().uri(path).body(()).unwrap();
-    let resp = crate::admin::handle(shared, req, true).await;
-    let (parts, body) = resp.into_parts();
-    let bytes = body.collect().await.unwrap().to_bytes();
-    Got {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
-    }
+    Got::read(crate::admin::handle(shared, req, true).await).await
 }
 
 fn metric(text: &str, series: &str) -> Option<f64> {
@@ -389,22 +388,13 @@ async fn a_request_past_slow_after_writes_one_perf_warning_with_its_phases() {
         &app,
     );
     let lines = Lines::capture();
-    let fast = send(
-        &shared,
-        "GET",
-        "/api/slow?fast",
-        &[("x-request-id", "slowlog-fast")],
-    )
-    .await;
-    assert_eq!(fast.status, 200);
-    let slow = send(
-        &shared,
-        "GET",
-        "/api/slow?slow",
-        &[("x-request-id", "slowlog-slow")],
-    )
-    .await;
-    assert_eq!(slow.status, 200);
+    for (path, id) in [
+        ("/api/slow?fast", "slowlog-fast"),
+        ("/api/slow?slow", "slowlog-slow"),
+    ] {
+        let r = send(&shared, "GET", path, &[("x-request-id", id)]).await;
+        assert_eq!(r.status, 200);
+    }
     let perf: Vec<_> = lines
         .of("slowlog-")
         .into_iter()
@@ -455,6 +445,16 @@ async fn retries_repeat_a_failed_get_and_the_breaker_counts_the_final_answer() {
     assert_eq!(shared.circuit.state(), CircuitState::Closed);
 }
 
+/// Reloads `text` as the reload loop does, and expects it applied.
+fn reload(shared: &Shared, text: String) {
+    let sources = vec![Source::policy(MAIN, text)];
+    let outcome = crate::reload::reload_once(shared, &mut None, true, Ok(Some(sources)));
+    assert!(
+        matches!(outcome, ReloadOutcome::Applied { .. }),
+        "{outcome:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_reload_swaps_the_policy_and_its_upstream_as_one() {
     let slow_a = App::new(|_, _| Step::Reply {
@@ -483,17 +483,7 @@ async fn a_reload_swaps_the_policy_and_its_upstream_as_one() {
 
     // A reload that moves the upstream: new requests go to b at once, and the one in
     // flight finishes with a, under the policy it started with.
-    let moved = policy_text("http://app-b.test:80", route);
-    let outcome = crate::reload::reload_once(
-        &shared,
-        &mut None,
-        true,
-        Ok(Some(vec![Source::policy(MAIN, moved)])),
-    );
-    assert!(
-        matches!(outcome, ReloadOutcome::Applied { .. }),
-        "{outcome:?}"
-    );
+    reload(&shared, policy_text("http://app-b.test:80", route));
     assert_eq!(get(&shared, "/x").await.json()["app"], "b");
     assert_eq!(in_flight.await.unwrap().json()["app"], "a");
     assert_eq!((slow_a.calls(), b.calls()), (1, 1));
@@ -507,16 +497,9 @@ async fn a_reload_swaps_the_policy_and_its_upstream_as_one() {
     assert!(Arc::ptr_eq(was.as_ref().unwrap(), now.as_ref().unwrap()));
 
     // A reload that changes only a route keeps the pool with its connections.
-    let renamed = policy_text("http://app-b.test:80", &route.replace("\"x\"", "\"y\""));
-    let outcome = crate::reload::reload_once(
+    reload(
         &shared,
-        &mut None,
-        true,
-        Ok(Some(vec![Source::policy(MAIN, renamed)])),
-    );
-    assert!(
-        matches!(outcome, ReloadOutcome::Applied { .. }),
-        "{outcome:?}"
+        policy_text("http://app-b.test:80", &route.replace("\"x\"", "\"y\"")),
     );
     let last = shared.serving.load_full();
     assert!(Arc::ptr_eq(
