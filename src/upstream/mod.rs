@@ -1,7 +1,8 @@
-//! The way to the application: a [`Transport`] (the pooled HTTP/1.1 client in a running
-//! proxy, an in-memory app in the pipeline's tests) behind an [`Upstream`], which builds
-//! the absolute request, bounds the wait for the answer and is the one place where an
-//! upstream error is classified into an `UpstreamFailure`.
+//! The way to the application: a [`Transport`] (each worker's connection pool in a
+//! running proxy, an in-memory app in the pipeline's tests) behind an [`Upstream`],
+//! which puts the request in origin form and bounds the wait for the answer; a failed
+//! call's cause is kept whole in a [`SendError`], whose `classify` is the one place an
+//! upstream error becomes an `UpstreamFailure` (or the client's fault).
 
 pub mod circuit;
 mod direct;
