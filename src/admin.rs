@@ -127,6 +127,11 @@ pub async fn handle<B>(shared: &Shared, req: Request<B>, loopback: bool) -> Resp
             let free = shared.buffer_budget.available_permits() as u64;
             let held = shared.buffer_budget_total.saturating_sub(free);
             shared.metrics.buffered_bytes.set(held as i64);
+            // Read at scrape time: the circuit turns half-open by the clock alone.
+            shared
+                .metrics
+                .circuit_state
+                .set(shared.circuit.state().gauge());
             let mut resp = Response::new(Full::new(Bytes::from(shared.metrics.encode())));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -229,7 +229,6 @@ pub(super) async fn forward<B: ClientBody>(
             )
         );
         if let Some((from, to)) = shared.circuit.record(circuit_cfg, permit, !app_failed) {
-            shared.metrics.circuit_state.set(to.gauge());
             tracing::warn!(
                 category = Category::SystemError.as_str(),
                 request_id = ctx.id(),

@@ -252,15 +252,24 @@ async fn connect_failures_open_the_breaker_and_one_probe_closes_it() {
     // Still open just before open_for has passed.
     tokio::time::advance(Duration::from_millis(390)).await;
     assert_eq!(get(&shared, "/plain").await.status, 503);
-    // The app is back; after open_for one probe closes the circuit.
-    up.store(true, Ordering::SeqCst);
+    // Past it, with no request yet: half-open, the next request is the probe.
     tokio::time::advance(Duration::from_millis(20)).await;
+    assert_eq!(
+        admin(&shared, "/readyz").await.json()["circuit"],
+        "half-open"
+    );
+    let m = admin(&shared, "/metrics").await.body;
+    assert_eq!(metric(&m, "sitegate_circuit_state"), Some(2.0), "{m}");
+    // The app is back; one probe closes the circuit.
+    up.store(true, Ordering::SeqCst);
     let r = get(&shared, "/health").await;
     assert_eq!(r.status, 200);
     assert!(r.header("x-sitegate-fallback").is_none(), "{:?}", r.headers);
     assert_eq!(r.json()["status"], "healthy");
     assert_eq!(shared.circuit.state(), CircuitState::Closed);
     assert_eq!(admin(&shared, "/readyz").await.json()["circuit"], "closed");
+    let m = admin(&shared, "/metrics").await.body;
+    assert_eq!(metric(&m, "sitegate_circuit_state"), Some(0.0), "{m}");
     assert_eq!(app.calls(), 4);
 }
 

@@ -76,9 +76,20 @@ impl Breaker {
         }
     }
 
-    /// The current state.
+    /// The state as recorded: an open circuit stays `Open` here until a request
+    /// comes to probe it.
     pub fn state(&self) -> CircuitState {
         self.state
+    }
+
+    /// The state as an operator should see it at `now`: an open circuit whose time is
+    /// up is half-open, since the next request will be its probe, whether or not one
+    /// has come yet.
+    pub fn state_at(&self, now: Instant) -> CircuitState {
+        match self.state {
+            CircuitState::Open if now >= self.open_until => CircuitState::HalfOpen,
+            state => state,
+        }
     }
 
     /// True when closed with no failure counted: nothing a success could change.

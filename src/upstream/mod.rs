@@ -226,9 +226,11 @@ impl Circuit {
         })
     }
 
-    /// The current state.
+    /// The current state, as `/readyz` and the `sitegate_circuit_state` gauge show it
+    /// (half-open once an open circuit's time is up, before any probe).
     pub fn state(&self) -> circuit::CircuitState {
-        self.with(|b| b.state())
+        let now = tokio::time::Instant::now();
+        self.with(|b| b.state_at(now))
     }
 }
 
