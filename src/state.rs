@@ -242,6 +242,7 @@ impl Runtime {
                 Some(r) => r.auth_failures.clone(),
                 None => Arc::new(AuthFailures::new(next.access.failed_auth_limit)),
             };
+        metrics.declare(next);
         Runtime {
             upstreams,
             retry_budget,

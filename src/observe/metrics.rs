@@ -386,6 +386,110 @@ impl RouteMetrics {
     }
 }
 
+impl Metrics {
+    /// Exports at 0 every series with a closed set of labels that `policy` can
+    /// produce, so an alert on `increase(...) > 0` sees the first event after a start
+    /// or a reload (a series that appears at 1 has no increase): each route's
+    /// upstream failures by reason, its fallbacks by the reasons its fallback covers,
+    /// the refusals its guards can answer with, and each registered model's decisions
+    /// for the actions routes take on models.
+    pub fn declare(&self, policy: &crate::policy::Policy) {
+        use crate::error::{ErrorCode as C, UpstreamFailure};
+        let routes: Vec<_> = policy.routes.all().collect();
+        for route in &routes {
+            let name = NameLabel(route.name.clone());
+            for reason in UpstreamFailure::ALL {
+                drop(
+                    self.upstream_failures
+                        .get_or_create(&UpstreamFailureLabels {
+                            route: name.clone(),
+                            reason: reason.as_str(),
+                        }),
+                );
+                if route.fallback.as_ref().is_some_and(|f| f.covers(reason)) {
+                    drop(self.fallbacks.get_or_create(&FallbackLabels {
+                        route: name.clone(),
+                        reason: reason.as_str(),
+                    }));
+                }
+            }
+            let mut codes = vec![
+                C::InvalidRequest,
+                C::InvalidPath,
+                C::RequestTimeout,
+                C::PayloadTooLarge,
+                C::ResourceExhausted,
+                C::Internal,
+                C::UpstreamUnavailable,
+                C::UpstreamTimeout,
+            ];
+            let reads_body =
+                route.body.is_some() || route.model.as_ref().is_some_and(|m| m.reads_body());
+            if route.body.is_some() {
+                codes.extend([C::MalformedJson, C::ValidationFailed, C::TooManyRecords]);
+            }
+            if reads_body || !route.content_types.is_empty() {
+                codes.push(C::UnsupportedMediaType);
+            }
+            let auth = route.auth != crate::policy::access::Auth::None;
+            if auth {
+                codes.push(C::Unauthorized);
+            }
+            if auth || policy.access.rate_limit.is_some() {
+                codes.push(C::RateLimited);
+            }
+            if policy.access.allowed_origins.is_some() {
+                codes.push(C::OriginNotAllowed);
+            }
+            if route.model.is_some() {
+                codes.extend([
+                    C::ModelUnknown,
+                    C::ModelNotLocked,
+                    C::ModelInferenceDisabled,
+                    C::ModelLocked,
+                    C::RetrainNotConfirmed,
+                    C::Forbidden,
+                ]);
+                if reads_body && route.body.is_none() {
+                    codes.push(C::MalformedJson);
+                }
+            }
+            for code in codes {
+                drop(self.rejections.get_or_create(&RejectionLabels {
+                    route: name.clone(),
+                    code: code.as_str(),
+                }));
+            }
+        }
+        if policy.routes.denies_unmatched() {
+            drop(self.rejections.get_or_create(&RejectionLabels {
+                route: NameLabel(crate::policy::UNMATCHED.into()),
+                code: C::NotFound.as_str(),
+            }));
+        }
+        let mut models: Vec<&str> = policy.models.versions().iter().map(|v| &*v.name).collect();
+        models.sort_unstable();
+        models.dedup();
+        let mut actions: Vec<&'static str> = routes
+            .iter()
+            .filter_map(|r| r.model.as_ref().map(|m| m.action.as_str()))
+            .collect();
+        actions.sort_unstable();
+        actions.dedup();
+        for model in models {
+            for action in &actions {
+                for result in ["allowed", "denied"] {
+                    drop(self.model_decisions.get_or_create(&ModelDecisionLabels {
+                        model: model.to_string(),
+                        action,
+                        result,
+                    }));
+                }
+            }
+        }
+    }
+}
+
 /// The status class label of a status code.
 pub fn status_class(status: u16) -> &'static str {
     match status {

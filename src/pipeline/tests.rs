@@ -556,3 +556,42 @@ async fn a_client_body_that_fails_while_the_app_reads_it_is_the_clients_error() 
     let series = "sitegate_upstream_failures_total{route=\"up\",reason=\"connect\"}";
     assert_eq!(metric(&m, series).unwrap_or(0.0), 0.0, "{m}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_series_the_policy_can_produce_is_there_at_zero_from_the_start() {
+    let app = App::new(|_, _| ok("{}"));
+    let route = "[access]\nrate_limit = { per_second = 100, burst = 100 }\n\n[unmatched]\naction = \"deny\"\n\n[[route]]\nname = \"x\"\npath = \"/x\"\nfallback = { body = '{}', on = [\"timeout\", \"5xx\"] }\n";
+    let shared = proxy(route, &app);
+    let m = admin(&shared, "/metrics").await.body;
+    for series in [
+        "sitegate_upstream_failures_total{route=\"x\",reason=\"connect\"}",
+        "sitegate_upstream_failures_total{route=\"x\",reason=\"circuit-open\"}",
+        "sitegate_fallbacks_total{route=\"x\",reason=\"timeout\"}",
+        "sitegate_fallbacks_total{route=\"x\",reason=\"5xx\"}",
+        "sitegate_rejections_total{route=\"x\",code=\"RATE_LIMITED\"}",
+        "sitegate_rejections_total{route=\"x\",code=\"PAYLOAD_TOO_LARGE\"}",
+        "sitegate_rejections_total{route=\"unmatched\",code=\"NOT_FOUND\"}",
+        "sitegate_request_duration_seconds_count{route=\"x\"}",
+    ] {
+        assert_eq!(metric(&m, series), Some(0.0), "{series} in\n{m}");
+    }
+    // Only what the policy can produce: the fallback does not cover connect, and
+    // the route has no schema.
+    for absent in [
+        "sitegate_fallbacks_total{route=\"x\",reason=\"connect\"}",
+        "sitegate_rejections_total{route=\"x\",code=\"VALIDATION_FAILED\"}",
+    ] {
+        assert_eq!(metric(&m, absent), None, "{absent} in\n{m}");
+    }
+    // A reload that adds a route declares its series too.
+    reload(
+        &shared,
+        policy_text(
+            "http://app.test:80",
+            &format!("{route}\n[[route]]\nname = \"y\"\npath = \"/y\"\n"),
+        ),
+    );
+    let m = admin(&shared, "/metrics").await.body;
+    let series = "sitegate_upstream_failures_total{route=\"y\",reason=\"timeout\"}";
+    assert_eq!(metric(&m, series), Some(0.0), "{series} in\n{m}");
+}

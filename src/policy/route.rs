@@ -217,6 +217,11 @@ impl RouteTable {
         RouteTable { routes, unmatched }
     }
 
+    /// True when a request no route matches is refused (`[unmatched] action = "deny"`).
+    pub fn denies_unmatched(&self) -> bool {
+        self.unmatched.is_none()
+    }
+
     /// Every route a request can match, the catch-all last, each at its `index`.
     pub fn all(&self) -> impl Iterator<Item = &Route> {
         self.routes.iter().chain(self.unmatched.as_ref())
