@@ -180,9 +180,47 @@ async fn monitor_resources(shared: Arc<Shared>) {
         );
         return;
     };
+    // Whether memory and CPU were above their warning levels at the last reading: a
+    // line is written when a level is crossed, not at every reading above it.
+    let (mut memory_high, mut cpu_high) = (false, false);
     loop {
         let reading = monitor.read();
         shared.resources.store(reading.sample);
+        let settings = shared.policy().shed;
+        let crossed = |high: &mut bool, now: f32, level: f32, what: &str| {
+            if let Some(above) = crate::guard::shed::crossing(*high, now, level) {
+                *high = above;
+                if above {
+                    tracing::warn!(
+                        category = Category::SystemError.as_str(),
+                        resource = what,
+                        percent = now,
+                        warn_above = level,
+                        "resource use is above its warning level"
+                    );
+                } else {
+                    tracing::info!(
+                        category = Category::SystemError.as_str(),
+                        resource = what,
+                        percent = now,
+                        warn_above = level,
+                        "resource use is back below its warning level"
+                    );
+                }
+            }
+        };
+        crossed(
+            &mut memory_high,
+            reading.sample.memory_percent,
+            settings.warn_memory_percent,
+            "memory",
+        );
+        crossed(
+            &mut cpu_high,
+            reading.sample.cpu_percent,
+            settings.warn_cpu_percent,
+            "cpu",
+        );
         let m = &shared.metrics;
         m.system_memory_percent
             .set(reading.sample.memory_percent as f64);
@@ -197,7 +235,7 @@ async fn monitor_resources(shared: Arc<Shared>) {
         if let Some(rl) = &serving.runtime.rate_limiter {
             rl.limiter.retain_recent();
         }
-        let every = serving.policy.shed.sample_every;
+        let every = settings.sample_every;
         drop(serving);
         tokio::time::sleep(every.max(Duration::from_millis(100))).await;
     }

@@ -30,6 +30,26 @@ pub async fn run(main: &Path, overrides: Overrides) -> anyhow::Result<ExitCode> 
         },
     )
     .await?;
+    // What `verify` would report beyond the critical checks (permissions, the model
+    // table, running as root, the app not answering yet) is logged once, off the
+    // request path: it reads files and may wait on a connection.
+    let path = main.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let report = crate::audit::verify(&path, &|v| std::env::var(v).ok(), false);
+        for c in report
+            .checks
+            .iter()
+            .filter(|c| c.status != crate::audit::Status::Pass)
+        {
+            tracing::warn!(
+                category = observe::Category::Audit.as_str(),
+                check = c.name,
+                detail = %c.detail,
+                remedy = %c.remedy,
+                "verify: a check did not pass"
+            );
+        }
+    });
     stop.await;
     running.shutdown();
     running.wait().await;

@@ -501,7 +501,14 @@ fn compile_resources(
                 &src.path,
                 &src.text,
                 Some(p.span()),
-                format!("resources.{key} must be between 0 and 100 (100 never sheds)"),
+                format!(
+                    "resources.{key} must be between 0 and 100 (100 never {})",
+                    if key.starts_with("shed") {
+                        "sheds"
+                    } else {
+                        "warns"
+                    }
+                ),
             ));
             default
         }
@@ -512,6 +519,9 @@ fn compile_resources(
         // and shedding then throws away work the proxy could still do.
         memory_percent: percent(raw.shed_memory_percent, 90.0, "shed_memory_percent"),
         cpu_percent: percent(raw.shed_cpu_percent, 100.0, "shed_cpu_percent"),
+        // The suite's own warnings were at 80 % memory and 90 % CPU.
+        warn_memory_percent: percent(raw.warn_memory_percent, 80.0, "warn_memory_percent"),
+        warn_cpu_percent: percent(raw.warn_cpu_percent, 90.0, "warn_cpu_percent"),
         sample_every: raw.sample_every.map_or(Duration::from_secs(1), |d| d.0),
     }
 }

@@ -199,6 +199,8 @@ pub struct RawResources {
     pub sample_every: Option<Dur>,
     pub shed_memory_percent: Option<Spanned<f32>>,
     pub shed_cpu_percent: Option<Spanned<f32>>,
+    pub warn_memory_percent: Option<Spanned<f32>>,
+    pub warn_cpu_percent: Option<Spanned<f32>>,
 }
 
 /// `[redaction]`

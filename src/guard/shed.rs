@@ -5,6 +5,14 @@ use crate::error::{ErrorCode, Rejection};
 
 pub use crate::policy::ShedSettings;
 
+/// Whether a reading of `now` percent crosses the warning `level`, given whether the
+/// last one was above it: `Some(above)` when it did (a line is due), `None` when not.
+/// A level of 100 never warns.
+pub fn crossing(was_above: bool, now: f32, level: f32) -> Option<bool> {
+    let above = level < 100.0 && now > level;
+    (above != was_above).then_some(above)
+}
+
 /// The monitor's last reading.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Sample {
@@ -70,8 +78,25 @@ mod tests {
     const S: ShedSettings = ShedSettings {
         memory_percent: 80.0,
         cpu_percent: 90.0,
+        warn_memory_percent: 70.0,
+        warn_cpu_percent: 80.0,
         sample_every: std::time::Duration::from_secs(1),
     };
+
+    #[test]
+    fn a_warning_level_is_reported_once_each_way() {
+        let readings = [50.0, 81.0, 95.0, 85.0, 79.0, 60.0, 82.0];
+        let mut above = false;
+        let mut lines = Vec::new();
+        for now in readings {
+            if let Some(now_above) = crossing(above, now, 80.0) {
+                above = now_above;
+                lines.push((now, now_above));
+            }
+        }
+        assert_eq!(lines, [(81.0, true), (79.0, false), (82.0, true)]);
+        assert_eq!(crossing(false, 100.0, 100.0), None, "100 never warns");
+    }
 
     #[test]
     fn sheds_only_sheddable_routes_above_a_threshold() {

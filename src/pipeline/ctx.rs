@@ -32,6 +32,11 @@ pub(crate) struct Ctx {
     pub(super) request_id: HeaderValue,
     pub(super) method: Method,
     pub(super) uri: http::Uri,
+    /// The connecting client's address, and what it said it is and asked for: for the
+    /// access line.
+    pub(super) client: Option<std::net::IpAddr>,
+    pub(super) user_agent: Option<HeaderValue>,
+    pub(super) host: Option<HeaderValue>,
     /// The decoded canonical path, when it differs from the one sent to the app (which
     /// is `uri`'s): what routes and guards read.
     pub(super) decoded_path: Option<Box<str>>,
@@ -86,6 +91,13 @@ impl Ctx {
             request_id,
             method: req.method().clone(),
             uri: req.uri().clone(),
+            client: None,
+            user_agent: req.headers().get(http::header::USER_AGENT).cloned(),
+            host: req.headers().get(http::header::HOST).cloned().or_else(|| {
+                req.uri()
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            }),
             decoded_path: None,
             route: Arc::from(crate::policy::UNMATCHED),
             route_index: None,
@@ -124,11 +136,13 @@ impl Ctx {
             .ok()
     }
 
-    /// The access line's category: `user_error` when sitegate refused the request,
-    /// `system_error` when it answered for a failed upstream, else `access`.
+    /// The access line's category: `user_error` when sitegate refused the request for
+    /// something the client did, `system_error` when it answered for a failed upstream
+    /// or shed the request to protect itself, else `access`.
     fn category(&self) -> Category {
         match (self.error_code, self.fallback) {
             (_, Some(_)) => Category::SystemError,
+            (Some(ErrorCode::ResourceExhausted), None) => Category::SystemError,
             (Some(code), None) if code.status().is_client_error() => Category::UserError,
             (Some(_), None) => Category::SystemError,
             (None, None) => Category::Access,
@@ -278,6 +292,9 @@ impl Drop for Ctx {
             method = %self.method,
             // The query string is left out: it may carry credentials.
             path = self.uri.path(),
+            client = self.client.map(tracing::field::display),
+            host = self.host.as_ref().and_then(|h| h.to_str().ok()),
+            user_agent = self.user_agent.as_ref().and_then(|h| h.to_str().ok()),
             status = self.status,
             duration_ms = millis(elapsed),
             bytes_in,

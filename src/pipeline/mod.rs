@@ -71,6 +71,7 @@ pub async fn handle<B: ClientBody>(
         &req,
     ));
     ctx.active = Some(peer.activity.begin());
+    ctx.client = Some(peer.addr.ip());
     // Framing sitegate will not pass on: answered, and the connection closed after the
     // answer, since where the next request starts is what is in doubt.
     let framing = check_framing(req.headers());

@@ -401,7 +401,12 @@ async fn a_request_past_slow_after_writes_one_perf_warning_with_its_phases() {
         ("/api/slow?fast", "slowlog-fast"),
         ("/api/slow?slow", "slowlog-slow"),
     ] {
-        let r = send(&shared, "GET", path, &[("x-request-id", id)]).await;
+        let headers = [
+            ("x-request-id", id),
+            ("user-agent", "sitegate-test/1"),
+            ("host", "api.example.test"),
+        ];
+        let r = send(&shared, "GET", path, &headers).await;
         assert_eq!(r.status, 200);
     }
     let perf: Vec<_> = lines
@@ -415,7 +420,16 @@ async fn a_request_past_slow_after_writes_one_perf_warning_with_its_phases() {
     assert_eq!(perf[0]["duration_ms"], 300.0);
     assert_eq!(perf[0]["upstream_ms"], 300.0);
     assert_eq!(perf[0]["slow_after_ms"], 100.0);
-    // Every request has its access line, the fast one too.
+    // Every request has its access line, the fast one too, with who asked for what.
+    let first = lines
+        .of("slowlog-fast")
+        .into_iter()
+        .find(|l| l["target"] == "sitegate::access")
+        .unwrap();
+    assert_eq!(first["category"], "access");
+    assert_eq!(first["client"], "127.0.0.1");
+    assert_eq!(first["host"], "api.example.test");
+    assert_eq!(first["user_agent"], "sitegate-test/1");
     let access: Vec<_> = lines
         .of("slowlog-")
         .into_iter()
@@ -594,4 +608,38 @@ async fn every_series_the_policy_can_produce_is_there_at_zero_from_the_start() {
     let m = admin(&shared, "/metrics").await.body;
     let series = "sitegate_upstream_failures_total{route=\"y\",reason=\"timeout\"}";
     assert_eq!(metric(&m, series), Some(0.0), "{series} in\n{m}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_is_the_clients_error_and_shedding_is_the_systems() {
+    let app = App::new(|_, _| ok("{}"));
+    let shared = proxy(
+        "[[route]]\nname = \"r\"\npath = \"/r\"\nmethods = [\"GET\"]\n",
+        &app,
+    );
+    let lines = Lines::capture();
+    let refused = send(
+        &shared,
+        "GET",
+        "/r/%00",
+        &[("x-request-id", "category-refused")],
+    )
+    .await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    shared.resources.store(crate::guard::shed::Sample {
+        memory_percent: 99.0,
+        cpu_percent: 10.0,
+    });
+    let shed = send(&shared, "GET", "/r", &[("x-request-id", "category-shed")]).await;
+    assert_eq!(shed.status, 429);
+    let category = |id: &str| {
+        lines
+            .of(id)
+            .into_iter()
+            .find(|l| l["target"] == "sitegate::access")
+            .map(|l| l["category"].clone())
+    };
+    assert_eq!(category("category-refused").unwrap(), "user_error");
+    assert_eq!(category("category-shed").unwrap(), "system_error");
+    assert_eq!(app.calls(), 0);
 }

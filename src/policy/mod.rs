@@ -322,6 +322,11 @@ pub struct ShedSettings {
     pub memory_percent: f32,
     /// Shed above this system CPU use (percent).
     pub cpu_percent: f32,
+    /// Log a warning when system memory in use rises above this (percent), and a line
+    /// when it falls back below.
+    pub warn_memory_percent: f32,
+    /// The same for system CPU use.
+    pub warn_cpu_percent: f32,
     /// How often the monitor samples; also the `Retry-After` given.
     pub sample_every: std::time::Duration,
 }

@@ -180,6 +180,51 @@ fn run_binds_where_the_environment_says_and_health_probes_it() {
 }
 
 #[test]
+fn checks_verify_would_flag_are_logged_once_at_start() {
+    // The app is not up yet: `verify` would say so, and `run` starts anyway (the
+    // check is not critical) but writes it down.
+    let dir = tempfile::tempdir().unwrap();
+    let main = write_policy(dir.path(), &closed_port().to_string(), "", "");
+    let proc = Proc::start(&main);
+    let lines = proc.lines.clone();
+    let found = || {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("verify: a check did not pass"))
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..100 {
+        if found().iter().any(|l| l["check"] == "upstream reachable") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let warned = found();
+    let upstream = warned
+        .iter()
+        .find(|l| l["check"] == "upstream reachable")
+        .unwrap_or_else(|| panic!("no verify line for the upstream in {warned:?}"));
+    assert_eq!(upstream["level"], "WARN");
+    assert_eq!(upstream["category"], "audit");
+    assert!(
+        upstream["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("start the app")
+    );
+    // Once each, not at every request or reload.
+    let names: Vec<_> = warned.iter().map(|l| l["check"].to_string()).collect();
+    let mut unique = names.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(names.len(), unique.len(), "{names:?}");
+    proc.stop();
+}
+
+#[test]
 fn check_lists_every_problem_with_its_position_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let main = write_policy(
