@@ -138,8 +138,7 @@ impl Overrides {
     }
 }
 
-/// Applies a new log level filter.
-pub type LevelSetter = Box<dyn Fn(&str) + Send + Sync>;
+pub use crate::observe::LevelSetter;
 
 /// Why the reload loop should look at the policy files again.
 #[derive(Debug)]

@@ -88,7 +88,7 @@ impl Drop for LogGuard {
 impl LogGuard {
     /// A function that applies a new level filter (already checked by
     /// `config::compile`), for the reloader.
-    pub fn level_setter(&self) -> crate::state::LevelSetter {
+    pub fn level_setter(&self) -> LevelSetter {
         let handle = self.filter.clone();
         Box::new(move |level| {
             if let Ok(filter) = EnvFilter::try_new(level) {
@@ -97,6 +97,9 @@ impl LogGuard {
         })
     }
 }
+
+/// Applies a new log level filter.
+pub type LevelSetter = Box<dyn Fn(&str) + Send + Sync>;
 
 /// Installs the process-wide logger (see [`sink`]).
 pub fn init(settings: &LoggingSettings) -> anyhow::Result<LogGuard> {
