@@ -4,6 +4,7 @@
 //! ```text
 //! framing ─ admit (inflight) ─ preflight (CORS, answered here) ─ route (canonicalize)
 //!   ─ access (Origin, credentials: guard/access.rs) ─ rate_limit ─ shed ─ limits (head)
+//!   ─ prepare_request_headers (DESIGN §4)
 //!   ─ read_and_validate (read.rs: bounded, budgeted, decoded; validate + sanitize, batch)
 //!   ─ model_lock (model_lock.rs) ─ forward_or_fall_back (forward.rs: breaker, timeout,
 //!     classification, retries; then the route's fallback)
