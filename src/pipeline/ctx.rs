@@ -83,6 +83,9 @@ impl Ctx {
         req: &Request<B>,
     ) -> Self {
         let inflight_at_start = shared.inflight.fetch_add(1, Ordering::Relaxed) + 1;
+        // The access line's own fields are copied only when access lines are written
+        // (at `warn`, as many run in production, they are not).
+        let logged = tracing::enabled!(target: "sitegate::access", tracing::Level::INFO);
         shared.metrics.inflight.inc();
         Ctx {
             shared,
@@ -92,12 +95,18 @@ impl Ctx {
             method: req.method().clone(),
             uri: req.uri().clone(),
             client: None,
-            user_agent: req.headers().get(http::header::USER_AGENT).cloned(),
-            host: req.headers().get(http::header::HOST).cloned().or_else(|| {
-                req.uri()
-                    .authority()
-                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            }),
+            user_agent: logged
+                .then(|| req.headers().get(http::header::USER_AGENT).cloned())
+                .flatten(),
+            host: logged
+                .then(|| {
+                    req.headers().get(http::header::HOST).cloned().or_else(|| {
+                        req.uri()
+                            .authority()
+                            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                    })
+                })
+                .flatten(),
             decoded_path: None,
             route: Arc::from(crate::policy::UNMATCHED),
             route_index: None,
