@@ -76,6 +76,17 @@ pub trait FailedAuth {
     fn failed(&self, client: std::net::IpAddr);
 }
 
+/// No count of failed credentials: `sitegate try` decides one request, offline.
+pub struct NoFailureCount;
+
+impl FailedAuth for NoFailureCount {
+    fn blocked(&self, _: std::net::IpAddr) -> Option<std::time::Duration> {
+        None
+    }
+
+    fn failed(&self, _: std::net::IpAddr) {}
+}
+
 /// What the access phase let through.
 #[derive(Debug, Default)]
 pub struct Admitted {

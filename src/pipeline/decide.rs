@@ -142,8 +142,15 @@ pub fn offline(
     let decoded = canonicalize(&mut parts)?;
     let path = decoded.as_deref().unwrap_or(parts.uri.path()).to_string();
     let route = route(policy, &parts.method, &path)?;
-    access::check_origin(&policy.access, &parts.headers)?;
-    access::check_caller(&policy.access, route.auth, &parts.headers)?;
+    // The proxy's access phase, with no client to count failures against.
+    let offline_client = std::net::IpAddr::from([127, 0, 0, 1]);
+    access::admit(
+        &policy.access,
+        route.auth,
+        &parts.headers,
+        offline_client,
+        &access::NoFailureCount,
+    )?;
     limits::check_head(route, &parts.headers)?;
     // What the proxy does to the head before the model lock reads it.
     crate::headers::strip_hop_by_hop(&mut parts.headers);
