@@ -207,6 +207,9 @@ pub struct Runtime {
     pub auth_failures: Arc<AuthFailures>,
     /// Each route's metric handles, by `Route::index`.
     pub routes: Vec<RouteMetrics>,
+    /// The handles of requests answered before a route was found (framing, the
+    /// inflight cap, a path no route serves), under `unmatched`.
+    pub unrouted: RouteMetrics,
 }
 
 impl Runtime {
@@ -252,7 +255,15 @@ impl Runtime {
                 .all()
                 .map(|r| RouteMetrics::new(metrics, r.name.clone()))
                 .collect(),
+            unrouted: RouteMetrics::new(metrics, crate::policy::UNMATCHED.into()),
         }
+    }
+
+    /// The metric handles of the route at `index`, or of unrouted requests.
+    pub fn route_metrics(&self, index: Option<usize>) -> &RouteMetrics {
+        index
+            .and_then(|i| self.routes.get(i))
+            .unwrap_or(&self.unrouted)
     }
 }
 

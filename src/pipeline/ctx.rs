@@ -15,10 +15,7 @@ use crate::body::{self, BodyStats, BoxBody, BoxError};
 use crate::error::{ErrorCode, Failure, UpstreamFailure, render};
 use crate::fallback::Fallback;
 use crate::observe::Category;
-use crate::observe::metrics::{
-    FallbackLabels, NameLabel, RejectionLabels, RequestLabels, RouteLabel, UpstreamFailureLabels,
-    method_label, status_class,
-};
+use crate::observe::metrics::{FallbackLabels, NameLabel, RejectionLabels, UpstreamFailureLabels};
 use crate::state::{Runtime, Shared};
 
 /// The per-request context: what the access line and the metrics report. It is moved
@@ -258,27 +255,9 @@ impl Drop for Ctx {
         m.inflight.dec();
         m.bytes_in.inc_by(bytes_in);
         m.bytes_out.inc_by(self.bytes_out);
-        match self.route_index.and_then(|i| self.runtime.routes.get(i)) {
-            Some(route) => {
-                route.requests(m, &self.method, self.status).inc();
-                route.request_duration.observe(elapsed.as_secs_f64());
-            }
-            // Refused before it was routed (framing, the inflight cap).
-            None => {
-                m.requests
-                    .get_or_create(&RequestLabels {
-                        route: NameLabel(self.route.clone()),
-                        method: method_label(&self.method),
-                        status: status_class(self.status),
-                    })
-                    .inc();
-                m.request_duration
-                    .get_or_create(&RouteLabel {
-                        route: NameLabel(self.route.clone()),
-                    })
-                    .observe(elapsed.as_secs_f64());
-            }
-        }
+        let route = self.runtime.route_metrics(self.route_index);
+        route.requests(m, &self.method, self.status).inc();
+        route.request_duration.observe(elapsed.as_secs_f64());
         if let Some(limit) = self.slow_after.filter(|l| elapsed > *l) {
             tracing::warn!(
                 category = Category::Perf.as_str(),

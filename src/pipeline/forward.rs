@@ -201,14 +201,10 @@ pub(super) async fn forward<B: ClientBody>(
                 }
             },
             Ok(resp) => {
-                match runtime.routes.get(route.index) {
-                    Some(handles) => handles.upstream_duration.observe(elapsed.as_secs_f64()),
-                    None => shared
-                        .metrics
-                        .upstream_duration
-                        .get_or_create(&label())
-                        .observe(elapsed.as_secs_f64()),
-                }
+                runtime
+                    .route_metrics(Some(route.index))
+                    .upstream_duration
+                    .observe(elapsed.as_secs_f64());
                 ctx.upstream_status = Some(resp.status().as_u16());
                 if route.failure_statuses.contains(resp.status().as_u16()) {
                     Forwarded::Failed(UpstreamFailure::Status5xx, Some(resp))
