@@ -145,12 +145,17 @@ impl Pool {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(IN_USE - 1)
     }
 
-    /// The most recently idle connection that is still open.
-    fn checkout(&self) -> Option<Conn> {
-        let mut idle = match self.idle.lock() {
+    /// The idle list (a panic while it was held leaves it as it was: still a list).
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
+        match self.idle.lock() {
             Ok(idle) => idle,
             Err(poisoned) => poisoned.into_inner(),
-        };
+        }
+    }
+
+    /// The most recently idle connection that is still open.
+    fn checkout(&self) -> Option<Conn> {
+        let mut idle = self.idle();
         while let Some(conn) = idle.pop() {
             if !conn.sender.is_closed() {
                 conn.state.idle_since.store(IN_USE, Ordering::Relaxed);
@@ -165,10 +170,7 @@ impl Pool {
         if conn.sender.is_closed() {
             return;
         }
-        let mut idle = match self.idle.lock() {
-            Ok(idle) => idle,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut idle = self.idle();
         if idle.len() < self.max_idle {
             conn.state
                 .idle_since
