@@ -283,3 +283,111 @@ fn the_systemd_unit_verifies_and_is_hardened() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `docker build` cannot run here (no engine, and base images cannot be pulled), so this
+/// replays the Dockerfile's build stage: every `WORKDIR`, `COPY` and `RUN`, in order, in
+/// a directory that holds only what the build context would, with this machine's Rust
+/// toolchain standing in for the `rust:` image's. A step that would fail in the image
+/// build fails here; then the runtime stage's `COPY --from=build` must find the binary
+/// the build stage made, and that binary must accept the shipped policy.
+#[test]
+fn the_dockerfile_build_stage_replays_on_a_clean_copy() {
+    let steps = instructions(&read("deploy/container/Dockerfile"));
+    let froms: Vec<usize> = (0..steps.len()).filter(|&i| steps[i].0 == "FROM").collect();
+    assert!(froms.len() >= 2, "not multi-stage");
+    // Kept between runs for its target/ only (docker would keep the dependency layer
+    // the same way); everything else is removed, so only the build context is there.
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-replay");
+    std::fs::create_dir_all(&root).unwrap();
+    let in_root = |abs: &str| root.join(abs.trim_start_matches('/'));
+    let started = std::time::SystemTime::now();
+    let mut workdir = root.clone();
+    for (op, args) in &steps[froms[0] + 1..froms[1]] {
+        match op.as_str() {
+            "WORKDIR" => {
+                workdir = in_root(args);
+                std::fs::create_dir_all(&workdir).unwrap();
+                for entry in std::fs::read_dir(&workdir).unwrap() {
+                    let path = entry.unwrap().path();
+                    if path.file_name().unwrap() != "target" {
+                        let removed = if path.is_dir() {
+                            std::fs::remove_dir_all(&path)
+                        } else {
+                            std::fs::remove_file(&path)
+                        };
+                        removed.unwrap();
+                    }
+                }
+            }
+            "COPY" => {
+                let parts: Vec<&str> = args.split_whitespace().collect();
+                let (dest, srcs) = parts.split_last().unwrap();
+                let dest = workdir.join(dest);
+                for src in srcs {
+                    let ok = Command::new("cp")
+                        .arg("-r")
+                        .arg(Path::new(REPO).join(src.trim_end_matches('/')))
+                        .arg(&dest)
+                        .status()
+                        .unwrap();
+                    assert!(ok.success(), "COPY {args}");
+                }
+            }
+            "RUN" => {
+                let mut run = Command::new("sh");
+                run.arg("-c").arg(args).current_dir(&workdir);
+                // The cargo that runs this test exports its own variables (target dir,
+                // package name, jobserver); the image's cargo has none of them.
+                for (key, _) in std::env::vars() {
+                    if key.starts_with("CARGO_") && key != "CARGO_HOME" {
+                        run.env_remove(&key);
+                    }
+                }
+                // Fat LTO in one codegen unit (Cargo.toml's release profile) costs
+                // minutes of CI for an optimisation that cannot make a step fail.
+                run.env("CARGO_PROFILE_RELEASE_LTO", "off")
+                    .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16");
+                let out = run.output().unwrap();
+                assert!(
+                    out.status.success(),
+                    "RUN {args}\nfails on a clean copy of the build context:\n{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            other => panic!("the replay does not know {other} {args}: teach it"),
+        }
+    }
+
+    let mut binary = None;
+    for (op, args) in &steps[*froms.last().unwrap()..] {
+        if let (true, Some(rest)) = (op == "COPY", args.strip_prefix("--from=build ")) {
+            let (src, dest) = rest.split_once(' ').unwrap();
+            let made = in_root(src);
+            let modified = std::fs::metadata(&made)
+                .and_then(|m| m.modified())
+                .unwrap_or_else(|e| {
+                    panic!("COPY --from=build {src}: the build made no such file ({e})")
+                });
+            assert!(
+                modified >= started,
+                "{src} was left by an earlier run, this build did not make it"
+            );
+            if dest.ends_with("/sitegate") {
+                binary = Some(made);
+            }
+        }
+    }
+    let binary = binary.expect("the runtime stage copies no sitegate binary from the build");
+    let out = Command::new(binary)
+        .args(["check", "--config"])
+        .arg(Path::new(REPO).join("config/sitegate.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the image's binary refuses the shipped policy:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
