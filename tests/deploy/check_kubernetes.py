@@ -8,14 +8,26 @@ printed; the exit status is 1 when there is any.
 
 import json
 import os
+import re
 import sys
 
 import kubernetes_validate
 import yaml
 
-# Native sidecars (init containers with restartPolicy: Always) are on by default from
-# 1.29 and GA in 1.33; the newest schemas catch fields that were since removed.
-KUBERNETES_VERSIONS = ["1.33.0", "1.37.0"]
+# The oldest Kubernetes the manifests are for, as the README states it (checked below).
+MINIMUM = "1.30"
+# A version's schema cannot see feature gates: it takes a field whose feature is still
+# off by default in that release. So each gated field the manifests use is listed with
+# the release that turned its feature on by default, and MINIMUM must be the newest of
+# them. The newest schemas catch fields that were since removed.
+FEATURES = [
+    ("initContainers[].restartPolicy (native sidecars, SidecarContainers)", "1.29",
+     lambda pod: any("restartPolicy" in c for c in pod.get("initContainers", []))),
+    ("lifecycle.*.sleep (PodLifecycleSleepAction)", "1.30",
+     lambda pod: any("sleep" in hook for c in pod.get("initContainers", []) + pod["containers"]
+                     for hook in c.get("lifecycle", {}).values())),
+]
+KUBERNETES_VERSIONS = [MINIMUM + ".0", "1.37.0"]
 MEMORY_UNITS = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "K": 10**3, "M": 10**6, "G": 10**9}
 
 problems = []
@@ -87,6 +99,7 @@ def main():
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     service = next(d for d in docs if d["kind"] == "Service")
     pod = deployment["spec"]["template"]["spec"]
+    check_minimum(repo, [pod])
     for c in pod.get("initContainers", []) + pod["containers"]:
         for m in c.get("volumeMounts", []):
             if "subPath" in m or "subPathExpr" in m:
@@ -163,6 +176,25 @@ def main():
                 and sc.get("allowPrivilegeEscalation") is False
                 and sc.get("capabilities", {}).get("drop") == ["ALL"]):
             problem(f"container {c['name']}: securityContext must be non-root, read-only root, no privilege escalation, drop ALL")
+
+
+def version(v):
+    return tuple(int(x) for x in v.split("."))
+
+
+def check_minimum(repo, pods):
+    used = [(name, since) for name, since, uses in FEATURES if any(uses(p) for p in pods)]
+    for name, since in used:
+        if version(since) > version(MINIMUM):
+            problem(f"{name} is on by default only from Kubernetes {since}, the stated minimum is {MINIMUM}")
+    newest = max((since for _, since in used), key=version, default=None)
+    if newest is not None and version(newest) < version(MINIMUM):
+        problem(f"the newest feature used needs {newest}, but the minimum is stated as {MINIMUM}")
+    with open(os.path.join(repo, "README.md")) as f:
+        readme = f.read()
+    stated = set(re.findall(r"Kubernetes (1\.\d+) or later", readme))
+    if stated != {MINIMUM}:
+        problem(f"README.md states Kubernetes {sorted(stated)} or later, the manifests need {MINIMUM}")
 
 
 def pod_labels(deployment):
