@@ -292,7 +292,36 @@ fn compile_server(
             .map_or(Duration::from_secs(30), |d| d.0),
         admin_token,
         admin_trust_loopback: raw.admin_trust_loopback.unwrap_or(true),
+        trusted_proxies: trusted_proxies(raw.trusted_proxies, src, diags),
     }
+}
+
+/// `[server] trusted_proxies`: CIDR blocks or single addresses.
+fn trusted_proxies(
+    raw: Option<Vec<Spanned<String>>>,
+    src: Option<&Source>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<ipnet::IpNet> {
+    let (Some(raw), Some(src)) = (raw, src) else {
+        return Vec::new();
+    };
+    let mut nets = Vec::new();
+    for item in raw {
+        let text = item.get_ref().trim();
+        match text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        {
+            Ok(net) => nets.push(net.trunc()),
+            Err(_) => diags.push(Diagnostic::at(
+                &src.path,
+                &src.text,
+                Some(item.span()),
+                "server.trusted_proxies: not an address or CIDR block (e.g. \"10.0.0.0/8\", \"fd00::/8\", \"192.0.2.10\")",
+            )),
+        }
+    }
+    nets
 }
 
 /// `[server] admin_token_env` or `admin_token_file`: at least 16 bytes.

@@ -242,6 +242,7 @@ pub struct RawServer {
     pub admin_token_env: Option<Spanned<String>>,
     pub admin_token_file: Option<Spanned<String>>,
     pub admin_trust_loopback: Option<bool>,
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
 }
 
 /// `[upstream]`

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod canon;
+pub mod client;
 pub mod limits;
 pub mod shed;
 pub mod validate;

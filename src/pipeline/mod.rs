@@ -72,7 +72,26 @@ pub async fn handle<B: ClientBody>(
         &req,
     ));
     ctx.active = Some(peer.activity.begin());
-    ctx.client = Some(peer.addr.ip());
+    // Behind a trusted load balancer the client is further down its forwarding chain;
+    // everything after this (credentials, rate limit, logs, the app) sees that client.
+    let trusted = &policy.server.trusted_proxies;
+    let forwarded = if trusted.is_empty() {
+        ctx.client = Some(peer.addr.ip().to_canonical());
+        Forwarding {
+            chain: peer.ip.clone(),
+            from_trusted: false,
+        }
+    } else {
+        let found = crate::guard::client::find(trusted, peer.addr.ip(), req.headers());
+        ctx.client = Some(found.ip);
+        let chain: Vec<String> = found.chain.iter().map(|ip| ip.to_string()).collect();
+        Forwarding {
+            chain: HeaderValue::from_str(&chain.join(", ")).unwrap_or_else(|_| peer.ip.clone()),
+            from_trusted: trusted
+                .iter()
+                .any(|net| net.contains(&peer.addr.ip().to_canonical())),
+        }
+    };
     // Framing sitegate will not pass on: answered, and the connection closed after the
     // answer, since where the next request starts is what is in doubt.
     let framing = check_framing(req.headers());
@@ -82,7 +101,7 @@ pub async fn handle<B: ClientBody>(
         // The global ceiling, whatever the route's own timeouts.
         Ok(()) => match tokio::time::timeout(
             policy.server.request_timeout,
-            proxy(&mut ctx, policy, parts, &mut body, peer),
+            proxy(&mut ctx, policy, parts, &mut body, forwarded),
         )
         .await
         {
@@ -152,20 +171,20 @@ async fn proxy<B: ClientBody>(
     policy: &Policy,
     mut parts: http::request::Parts,
     body: &mut Option<B>,
-    peer: Peer,
+    forwarded: Forwarding,
 ) -> Result<Response<BoxBody>, Failure> {
     if let Some(answer) = preflight(ctx, policy, &parts)? {
         return Ok(answer);
     }
     let route = route(ctx, policy, &mut parts)?;
-    access(ctx, policy, route, &mut parts, &peer)?;
-    rate_limit(ctx, &peer)?;
+    access(ctx, policy, route, &mut parts)?;
+    rate_limit(ctx)?;
     shed(ctx, policy, route)?;
     check_head(route, &parts.headers)?;
     let incoming = body
         .take()
         .ok_or(Failure::Internal("the request body was taken twice"))?;
-    prepare_request_headers(&mut parts, &ctx.request_id, &peer, route);
+    prepare_request_headers(&mut parts, &ctx.request_id, forwarded, route);
     let body = read_and_validate(ctx, policy, route, &mut parts, incoming).await?;
     model_lock(ctx, policy, route, &mut parts, &body)?;
     let resp = match forward_or_fall_back(ctx, policy, route, parts, body).await? {
@@ -226,13 +245,15 @@ fn access(
     policy: &Policy,
     route: &Route,
     parts: &mut http::request::Parts,
-    peer: &Peer,
 ) -> Result<(), Failure> {
+    let client = ctx
+        .client
+        .ok_or(Failure::Internal("the client address is not set"))?;
     let admitted = access::admit(
         &policy.access,
         route.auth,
         &parts.headers,
-        peer.addr.ip(),
+        client,
         &*ctx.runtime.auth_failures,
     )?;
     ctx.cors_origin = admitted.cors_origin;
@@ -244,14 +265,18 @@ fn access(
     Ok(())
 }
 
-/// rate_limit: per caller (its key or token id) or, without one, per client address.
-fn rate_limit(ctx: &Ctx, peer: &Peer) -> Result<(), Failure> {
+/// rate_limit: per caller (its key or token id) or, without one, per client address
+/// (after `[server] trusted_proxies`).
+fn rate_limit(ctx: &Ctx) -> Result<(), Failure> {
     let Some(rl) = &ctx.runtime.rate_limiter else {
         return Ok(());
     };
     let key = match &ctx.caller {
         Some(id) => format!("key:{id}"),
-        None => format!("ip:{}", peer.addr.ip()),
+        None => match ctx.client {
+            Some(ip) => format!("ip:{ip}"),
+            None => return Err(Failure::Internal("the client address is not set")),
+        },
     };
     if let Err(not_until) = rl.limiter.check_key(&key) {
         use governor::clock::Clock;
@@ -416,7 +441,7 @@ fn wants_body(parts: &http::request::Parts) -> bool {
 fn prepare_request_headers(
     parts: &mut http::request::Parts,
     request_id: &HeaderValue,
-    peer: &Peer,
+    forwarded: Forwarding,
     route: &Route,
 ) {
     let h = &mut parts.headers;
@@ -443,18 +468,13 @@ fn prepare_request_headers(
     if let Some(host) = host {
         h.insert(headers::FORWARDED_HOST, host);
     }
-    match h.entry(headers::FORWARDED_FOR) {
-        http::header::Entry::Occupied(mut e) => {
-            let prev = e.get().as_bytes();
-            let mut v = Vec::with_capacity(prev.len() + 2 + peer.ip.len());
-            v.extend_from_slice(prev);
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(peer.ip.as_bytes());
-            e.insert(HeaderValue::from_bytes(&v).unwrap_or_else(|_| peer.ip.clone()));
-        }
-        http::header::Entry::Vacant(e) => {
-            e.insert(peer.ip.clone());
-        }
+    // Only what sitegate can vouch for (guard/client.rs): the client, then any trusted
+    // proxies, then the peer. What an untrusted client wrote itself is dropped, so the
+    // app may take the first address as the client's. `Forwarded` likewise: the app
+    // gets it only from a trusted proxy, never as the client wrote it.
+    h.insert(headers::FORWARDED_FOR, forwarded.chain);
+    if !forwarded.from_trusted {
+        h.remove(http::header::FORWARDED);
     }
     h.insert(headers::FORWARDED_PROTO, HeaderValue::from_static("http"));
     h.insert(REQUEST_ID, request_id.clone());
@@ -463,6 +483,14 @@ fn prepare_request_headers(
         // nothing the client sent (a `Connection` list naming it) takes it off again.
         h.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     }
+}
+
+/// What the app is told about the way the request came (`X-Forwarded-For`, `Forwarded`).
+pub(crate) struct Forwarding {
+    /// `X-Forwarded-For`: client first, the peer last.
+    chain: HeaderValue,
+    /// Whether the peer is a trusted proxy, whose `Forwarded` header is passed on.
+    from_trusted: bool,
 }
 
 /// The client end of a connection, computed once per connection.

@@ -192,9 +192,20 @@ async fn send_body<B: crate::body::ClientBody>(
         req = req.header(*k, *v);
     }
     let req = req.body(body).unwrap();
-    let peer = Peer::new("127.0.0.1:40000".parse().unwrap());
     // Collecting the body ends the request: its access line and metrics are written.
-    Got::read(handle(shared.clone(), 0, req, peer).await).await
+    Got::read(handle(shared.clone(), 0, req, Peer::new(CLIENT.parse().unwrap())).await).await
+}
+
+const CLIENT: &str = "127.0.0.1:40000";
+
+/// A GET to `path` from the connecting peer `peer`.
+async fn get_from(shared: &Arc<Shared>, peer: &str, path: &str, headers: &[(&str, &str)]) -> Got {
+    let mut req = Request::builder().uri(path);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::new())).unwrap();
+    Got::read(handle(shared.clone(), 0, req, Peer::new(peer.parse().unwrap())).await).await
 }
 
 async fn get(shared: &Arc<Shared>, path: &str) -> Got {
@@ -642,4 +653,83 @@ async fn a_refusal_is_the_clients_error_and_shedding_is_the_systems() {
     assert_eq!(category("category-refused").unwrap(), "user_error");
     assert_eq!(category("category-shed").unwrap(), "system_error");
     assert_eq!(app.calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn behind_a_trusted_balancer_each_client_is_itself_and_spoofing_gets_nowhere() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let app = App::new(move |_, head| {
+        let header = |name: &str| {
+            head.headers
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        record
+            .lock()
+            .unwrap()
+            .push((header("x-forwarded-for"), header("forwarded")));
+        ok("{}")
+    });
+    let shared = proxy(
+        "server.trusted_proxies = [\"10.0.0.0/8\", \"fd00::1\"]\n[access]\nrate_limit = { per_second = 1, burst = 1 }\n\n[[route]]\nname = \"x\"\npath = \"/x\"\n",
+        &app,
+    );
+    let lb = "10.0.0.2:5000";
+    // Two clients behind one balancer have a bucket each.
+    let a = get_from(&shared, lb, "/x", &[("x-forwarded-for", "198.51.100.1")]).await;
+    let b = get_from(
+        &shared,
+        lb,
+        "/x",
+        &[("forwarded", r#"for="[2001:db8::2]:4711""#)],
+    )
+    .await;
+    assert_eq!((a.status, b.status), (200, 200));
+    // The first client again: its own bucket is empty, whichever header it came in.
+    let again = get_from(&shared, lb, "/x", &[("forwarded", "for=198.51.100.1")]).await;
+    assert_eq!(again.status, 429, "{}", again.body);
+    // A client that connects directly cannot pose as another one.
+    let direct = "203.0.113.9:6000";
+    let spoof = [
+        ("x-forwarded-for", "198.51.100.77"),
+        ("forwarded", "for=198.51.100.78"),
+    ];
+    assert_eq!(get_from(&shared, direct, "/x", &spoof).await.status, 200);
+    assert_eq!(
+        get_from(
+            &shared,
+            direct,
+            "/x",
+            &[("x-forwarded-for", "198.51.100.79")]
+        )
+        .await
+        .status,
+        429
+    );
+    // A trusted IPv6 peer, listed as a single address.
+    let v6 = get_from(
+        &shared,
+        "[fd00::1]:7000",
+        "/x",
+        &[("x-forwarded-for", "198.51.100.5")],
+    )
+    .await;
+    assert_eq!(v6.status, 200);
+
+    let seen = seen.lock().unwrap().clone();
+    let some = |s: &str| Some(s.to_string());
+    assert_eq!(
+        seen,
+        [
+            (some("198.51.100.1, 10.0.0.2"), None),
+            (
+                some("2001:db8::2, 10.0.0.2"),
+                some(r#"for="[2001:db8::2]:4711""#)
+            ),
+            // What the untrusted client claimed is not passed on.
+            (some("203.0.113.9"), None),
+            (some("198.51.100.5, fd00::1"), None),
+        ]
+    );
 }

@@ -158,6 +158,9 @@ pub struct ServerSettings {
     /// Kubernetes pod every container shares loopback, so an operator who does not
     /// trust the app container turns this off and gives the token to whoever needs it.
     pub admin_trust_loopback: bool,
+    /// Peers whose `Forwarded` / `X-Forwarded-For` is believed (load balancers,
+    /// ingress controllers): see `guard/client.rs`. Empty: the peer is the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// The admin listener's bearer token. Never printed: `Debug` shows `[REDACTED]`.
