@@ -130,6 +130,26 @@ def main():
             problem(f"the Service targets {t}, not sitegate's proxy port")
     if service["spec"]["selector"].items() - pod_labels(deployment).items():
         problem("the Service selector does not match the pod labels")
+    for kind in ["PodDisruptionBudget", "NetworkPolicy"]:
+        found = [d for d in docs if d["kind"] == kind]
+        if len(found) != 1:
+            problem(f"expected one {kind}, found {len(found)}")
+            continue
+        selector = found[0]["spec"].get("selector") or found[0]["spec"].get("podSelector")
+        if selector.get("matchLabels", {}).items() - pod_labels(deployment).items():
+            problem(f"the {kind} selects no pod of the Deployment")
+    pdb = next((d for d in docs if d["kind"] == "PodDisruptionBudget"), None)
+    if pdb and pdb["spec"].get("minAvailable", 0) >= deployment["spec"].get("replicas", 1):
+        problem("the PodDisruptionBudget's minAvailable leaves no pod to drain")
+    netpol = next((d for d in docs if d["kind"] == "NetworkPolicy"), None)
+    if netpol:
+        admitted = {p["port"] for rule in netpol["spec"].get("ingress", []) for p in rule.get("ports", [])}
+        # Named ports must name sitegate's: a port named nowhere admits nothing.
+        for port in admitted:
+            if isinstance(port, str) and port not in {p["name"] for c in pod.get("initContainers", []) for p in c.get("ports", [])}:
+                problem(f"the NetworkPolicy admits port {port!r}, which no container names")
+        if admitted != {"proxy", "admin"}:
+            problem(f"the NetworkPolicy admits {sorted(map(str, admitted))}, expected exactly proxy and admin")
 
     probes = {k: sg.get(k, {}).get("httpGet", {}) for k in ["startupProbe", "livenessProbe", "readinessProbe"]}
     want = {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}
