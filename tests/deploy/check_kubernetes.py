@@ -113,6 +113,19 @@ def main():
         problem("sitegate is not a native sidecar (initContainers[].restartPolicy: Always)")
 
     env = {e["name"]: e.get("value") for e in sg.get("env", [])}
+    # [audit] reads sitegate's environment: it must see everything the app is given.
+    sg_from = {(k, ref["name"]) for s in sg.get("envFrom", []) for k, ref in s.items()}
+    generated_env = {g["name"] for g in kust.get("configMapGenerator", [])}
+    for c in pod["containers"]:
+        for s in c.get("envFrom", []):
+            for k, ref in s.items():
+                if (k, ref["name"]) not in sg_from:
+                    problem(f"container {c['name']} gets {k} {ref['name']}, sitegate does not: [audit] cannot check it")
+                if k == "configMapRef" and ref["name"] not in generated_env:
+                    problem(f"container {c['name']} reads ConfigMap {ref['name']}, which kustomization.yaml does not generate")
+        for e in c.get("env", []):
+            if env.get(e["name"], object()) != e.get("value"):
+                problem(f"container {c['name']} sets {e['name']}, sitegate does not see it: move it to the env ConfigMap")
     ports = {p["name"]: p["containerPort"] for p in sg.get("ports", [])}
     for var, name, key in [("SITEGATE_LISTEN", "proxy", "listen_port"), ("SITEGATE_ADMIN_LISTEN", "admin", "admin_port")]:
         addr = env.get(var)
