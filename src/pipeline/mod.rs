@@ -507,7 +507,9 @@ pub struct Peer {
 impl Peer {
     /// The peer of a newly accepted connection.
     pub fn new(addr: SocketAddr) -> Self {
-        let ip = HeaderValue::from_str(&addr.ip().to_string())
+        // A dual-stack socket reports IPv4 clients as `::ffff:a.b.c.d`; the app and the
+        // logs get the IPv4 address.
+        let ip = HeaderValue::from_str(&addr.ip().to_canonical().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         Peer {
             addr,
