@@ -19,6 +19,8 @@ pub struct Client {
     pub ip: IpAddr,
     /// The addresses sent to the app as `X-Forwarded-For` (client first).
     pub chain: Vec<IpAddr>,
+    /// Whether the peer is a trusted proxy (whose `Forwarded` header may be passed on).
+    pub via_trusted: bool,
 }
 
 /// Finds the client of a request that came from `peer`.
@@ -27,7 +29,11 @@ pub fn find(trusted: &[IpNet], peer: IpAddr, headers: &HeaderMap) -> Client {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     let mut chain = vec![peer];
     if trusted.is_empty() || !is_trusted(&peer) {
-        return Client { ip: peer, chain };
+        return Client {
+            ip: peer,
+            chain,
+            via_trusted: false,
+        };
     }
     let hops = if headers.contains_key(http::header::FORWARDED) {
         forwarded_for(headers)
@@ -52,6 +58,7 @@ pub fn find(trusted: &[IpNet], peer: IpAddr, headers: &HeaderMap) -> Client {
     Client {
         ip: chain[0],
         chain,
+        via_trusted: true,
     }
 }
 

@@ -87,9 +87,7 @@ pub async fn handle<B: ClientBody>(
         let chain: Vec<String> = found.chain.iter().map(|ip| ip.to_string()).collect();
         Forwarding {
             chain: HeaderValue::from_str(&chain.join(", ")).unwrap_or_else(|_| peer.ip.clone()),
-            from_trusted: trusted
-                .iter()
-                .any(|net| net.contains(&peer.addr.ip().to_canonical())),
+            from_trusted: found.via_trusted,
         }
     };
     // Framing sitegate will not pass on: answered, and the connection closed after the

@@ -187,25 +187,32 @@ async fn send_body<B: crate::body::ClientBody>(
     headers: &[(&str, &str)],
     body: B,
 ) -> Got {
+    send_from(shared, CLIENT, method, path, headers, body).await
+}
+
+const CLIENT: &str = "127.0.0.1:40000";
+
+/// A request from the connecting peer `peer`.
+async fn send_from<B: crate::body::ClientBody>(
+    shared: &Arc<Shared>,
+    peer: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: B,
+) -> Got {
     let mut req = Request::builder().method(method).uri(path);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
     let req = req.body(body).unwrap();
     // Collecting the body ends the request: its access line and metrics are written.
-    Got::read(handle(shared.clone(), 0, req, Peer::new(CLIENT.parse().unwrap())).await).await
+    Got::read(handle(shared.clone(), 0, req, Peer::new(peer.parse().unwrap())).await).await
 }
-
-const CLIENT: &str = "127.0.0.1:40000";
 
 /// A GET to `path` from the connecting peer `peer`.
 async fn get_from(shared: &Arc<Shared>, peer: &str, path: &str, headers: &[(&str, &str)]) -> Got {
-    let mut req = Request::builder().uri(path);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(Full::new(Bytes::new())).unwrap();
-    Got::read(handle(shared.clone(), 0, req, Peer::new(peer.parse().unwrap())).await).await
+    send_from(shared, peer, "GET", path, headers, Full::new(Bytes::new())).await
 }
 
 async fn get(shared: &Arc<Shared>, path: &str) -> Got {
